@@ -1,0 +1,288 @@
+"""Linear Centered Kernel Alignment (CKA) between layer representations.
+
+Pure math on `keras.ops`, so it runs (and differentiates) on every Keras backend.
+
+Two estimators of the Hilbert-Schmidt Independence Criterion (HSIC) are offered:
+
+* biased (Kornblith et al. 2019): `HSIC_b(K, L) ∝ tr(K H L H)`, which for
+  column-centered features gives `CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)`;
+* unbiased (Song et al. 2012, as used for minibatch CKA by Nguyen et al. 2021):
+  with `K~`, `L~` the Gram matrices with zeroed diagonals,
+  `HSIC_u = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3))`.
+
+Both are written as an inner product of (U- or double-) centered Gram matrices,
+`HSIC(K, L) ∝ <C(K), C(L)>_F`, so each layer's Gram matrix is computed once and reused
+for every pair. When features are narrower than the batch, the same quantities are
+computed in feature space instead (`||X^T Y||_F^2` plus O(n d) corrections), which is
+cheaper; `method="auto"` picks the cheaper form from the static shapes.
+
+Numerics: features are cast to at least float32 (float16 Grams overflow), column
+centered and scaled to unit Frobenius norm before any product. CKA is invariant to
+both, so the value is unchanged, but no intermediate can overflow. A layer with zero
+variance (e.g. a dead ReLU layer; numerically: centered norm below 1e-5 of the raw
+norm in float32, 1e-12 in float64) has no defined CKA; we define its CKA with anything,
+itself included, to be 0 (with zero gradient), so the result is always finite.
+"""
+
+import math
+
+import numpy as np
+from keras import backend, ops
+
+METHODS = ("auto", "gram", "feature")
+DEFAULT_EPSILON = 1e-6
+# Centered norm below this fraction of the raw norm: zero variance.
+_ZERO_VARIANCE_RATIO = {"float32": 1e-5, "float64": 1e-12}
+
+
+def linear_cka(x, y, unbiased=False, epsilon=DEFAULT_EPSILON):
+    """Linear CKA between two representations of the same `n` samples.
+
+    Args:
+        x: tensor of shape `(n, ...)`; trailing axes are flattened per sample.
+        y: tensor of shape `(n, ...)`, same `n` as `x`.
+        unbiased: use the unbiased HSIC estimator (needs `n >= 4`).
+        epsilon: if `sqrt(HSIC(x, x) HSIC(y, y))` (of the unit-norm centered
+            features) is below this, the CKA is defined as 0.
+
+    Returns:
+        A float32 (float64 for float64 inputs) scalar tensor.
+    """
+    m = pairwise_cka([x, y], [(0, 1)], unbiased=unbiased, epsilon=epsilon)
+    return m[0]
+
+
+def cka_matrix(features, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto"):
+    """Pairwise linear CKA of a list of `L` representations: an `(L, L)` tensor.
+
+    The matrix is symmetric with unit diagonal (0 on the diagonal of a layer with
+    zero variance).
+    """
+    features = _check_features(features, min_count=1)
+    count = len(features)
+    pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
+    hsic, self_hsic = _hsic_terms(features, pairs, unbiased, method)
+    diag = _normalize(self_hsic, self_hsic, self_hsic, epsilon)
+    # Constant 0/1 maps place the diagonal and both triangles: no scatter needed.
+    place_diag = np.zeros((count * count, count))
+    place_diag[np.arange(count) * (count + 1), np.arange(count)] = 1.0
+    flat = ops.matmul(ops.convert_to_tensor(place_diag, diag.dtype), diag)
+    if pairs:
+        off = _pair_cka(hsic, self_hsic, pairs, epsilon)
+        place_off = np.zeros((count * count, len(pairs)))
+        for k, (i, j) in enumerate(pairs):
+            place_off[i * count + j, k] = place_off[j * count + i, k] = 1.0
+        flat = flat + ops.matmul(ops.convert_to_tensor(place_off, off.dtype), off)
+    return ops.reshape(flat, (count, count))
+
+
+def pairwise_cka(features, pairs, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto"):
+    """CKA for selected index pairs of `features`: a vector with one entry per pair.
+
+    Each layer's centered Gram matrix (or feature statistics) is computed once,
+    however many pairs it appears in.
+    """
+    features = _check_features(features, min_count=1)
+    pairs = _check_pairs(pairs, len(features))
+    hsic, self_hsic = _hsic_terms(features, pairs, unbiased, method)
+    return _pair_cka(hsic, self_hsic, pairs, epsilon)
+
+
+def choose_method(feature_dims, num_samples, pairs):
+    """Return "gram" or "feature", whichever form costs fewer multiply-adds.
+
+    Gram form: one `n x n` Gram per layer (`n^2 d_i`) plus an `n^2` inner product per
+    pair and per layer. Feature form: a `d_i x d_j` cross-product per pair and per
+    layer (`n d_i d_j`). An unknown `num_samples` (None at trace time) picks Gram.
+    """
+    if num_samples is None:
+        return "gram"
+    n = num_samples
+    dims = list(feature_dims)
+    gram = sum(n * n * d for d in dims) + (len(pairs) + len(dims)) * n * n
+    feature = n * sum(d * d for d in dims) + n * sum(dims[i] * dims[j] for i, j in pairs)
+    return "feature" if feature < gram else "gram"
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _check_features(features, min_count):
+    if not isinstance(features, (list, tuple)):
+        raise TypeError(
+            "`features` must be a list or tuple of tensors of shape (n, ...); "
+            f"got {type(features).__name__}."
+        )
+    if len(features) < min_count:
+        raise ValueError(
+            f"`features` must hold at least {min_count} tensors; got {len(features)}."
+        )
+    n = None
+    for index, f in enumerate(features):
+        shape = tuple(f.shape)
+        if len(shape) < 1:
+            raise ValueError(
+                f"`features[{index}]` must have a batch axis, shape (n, ...); "
+                f"got a scalar."
+            )
+        if shape[0] is not None:
+            if n is not None and shape[0] != n:
+                raise ValueError(
+                    "All features must share the batch size n; "
+                    f"`features[{index}]` has n={shape[0]}, expected n={n}."
+                )
+            n = shape[0]
+    return list(features)
+
+
+def _check_pairs(pairs, count):
+    checked = []
+    for pair in pairs:
+        if len(pair) != 2 or not all(isinstance(i, int) for i in pair):
+            raise TypeError(f"`pairs` entries must be (int, int) tuples; got {pair!r}.")
+        for i in pair:
+            if not 0 <= i < count:
+                raise ValueError(
+                    f"`pairs` index {i} is out of range for {count} features."
+                )
+        checked.append(tuple(pair))
+    if not checked:
+        raise ValueError("`pairs` must hold at least one (i, j) pair.")
+    return checked
+
+
+def _compute_dtype(x):
+    return "float64" if backend.standardize_dtype(x.dtype) == "float64" else "float32"
+
+
+def _prepare(x, dtype):
+    """Flatten to (n, d), cast, center columns and scale to unit Frobenius norm."""
+    x = ops.cast(x, dtype)
+    shape = tuple(x.shape)
+    if any(s is None for s in shape[1:]):
+        raise ValueError(
+            f"Feature dimensions after the batch axis must be known; got shape {shape}."
+        )
+    if len(shape) != 2:
+        x = ops.reshape(x, (-1, int(math.prod(shape[1:]))))
+    raw = ops.stop_gradient(ops.sum(ops.square(x)))
+    x = x - ops.mean(x, axis=0, keepdims=True)
+    sq = ops.sum(ops.square(x))
+    # Constant features leave only rounding noise after centering; scaling that to
+    # unit norm would invent structure, so they count as zero variance.
+    rel = _ZERO_VARIANCE_RATIO[dtype]
+    ok = ops.logical_and(sq > _tiny(dtype), sq > (rel * rel) * raw)
+    inv = ops.where(ok, 1.0 / ops.sqrt(ops.where(ok, sq, ops.ones_like(sq))), 0.0)
+    return x * ops.cast(inv, dtype)
+
+
+def _tiny(dtype):
+    return 1e-30 if dtype == "float32" else 1e-300
+
+
+def _num_samples(features):
+    for f in features:
+        if f.shape[0] is not None:
+            return int(f.shape[0])
+    return None
+
+
+def _hsic_terms(features, pairs, unbiased, method):
+    """Scaled HSIC for each pair and for each layer with itself.
+
+    Scaled means multiplied by a positive constant common to all pairs (it cancels in
+    CKA): `n(n-3) HSIC_u` or `(n-1)^2 HSIC_b`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    n_static = _num_samples(features)
+    if unbiased and n_static is not None and n_static < 4:
+        raise ValueError(
+            "The unbiased HSIC estimator needs at least 4 samples; got a batch of "
+            f"n={n_static}. Use a larger batch (or drop_remainder), or unbiased=False."
+        )
+    features = [ops.convert_to_tensor(f) for f in features]
+    dtype = "float64" if all(_compute_dtype(f) == "float64" for f in features) else "float32"
+    xs = [_prepare(f, dtype) for f in features]
+    dims = [int(x.shape[1]) for x in xs]
+    if method == "auto":
+        method = choose_method(dims, n_static, pairs)
+    if method == "gram":
+        centered = [_center_gram(ops.matmul(x, ops.transpose(x)), unbiased) for x in xs]
+        flat = ops.stack([ops.reshape(c, (-1,)) for c in centered], axis=0)
+        inner = ops.matmul(flat, ops.transpose(flat))
+        self_hsic = ops.diagonal(inner)
+        if not pairs:
+            return None, self_hsic
+        idx = [i * len(xs) + j for i, j in pairs]
+        hsic = ops.take(ops.reshape(inner, (-1,)), idx, axis=0)
+        return hsic, self_hsic
+    stats = [_feature_stats(x) for x in xs]
+    self_hsic = ops.stack([_feature_hsic(x, x, s, s, unbiased) for x, s in zip(xs, stats)])
+    if not pairs:
+        return None, self_hsic
+    hsic = ops.stack(
+        [_feature_hsic(xs[i], xs[j], stats[i], stats[j], unbiased) for i, j in pairs]
+    )
+    return hsic, self_hsic
+
+
+def _center_gram(k, unbiased):
+    """Double-centering (biased) or U-centering (unbiased) of a Gram matrix."""
+    n_int = ops.shape(k)[0]
+    n = ops.cast(n_int, k.dtype)
+    eye = ops.eye(n_int, dtype=k.dtype)
+    if not unbiased:
+        # Columns of x are already centered, so K = H K H; re-centering only
+        # removes rounding error and keeps the form self-contained.
+        row = ops.mean(k, axis=1, keepdims=True)
+        col = ops.mean(k, axis=0, keepdims=True)
+        return k - row - col + ops.mean(k)
+    k = k * (1.0 - eye)
+    row = ops.sum(k, axis=1, keepdims=True)
+    col = ops.sum(k, axis=0, keepdims=True)
+    total = ops.sum(row)
+    u = k - (row + col) / (n - 2.0) + total / ((n - 1.0) * (n - 2.0))
+    return u * (1.0 - eye)
+
+
+def _feature_stats(x):
+    """Per-layer O(n d) terms of the feature-space form: squared row norms."""
+    return ops.sum(ops.square(x), axis=1)
+
+
+def _feature_hsic(x, y, kx, ky, unbiased):
+    """Scaled HSIC from column-centered features, without forming n x n Grams.
+
+    For centered X, K1 = 0, so with k = diag(K): tr(K~L~) = ||X'Y||^2 - k.l,
+    1'K~1 = -sum(k) and 1'K~L~1 = k.l.
+    """
+    cross = ops.sum(ops.square(ops.matmul(ops.transpose(x), y)))
+    if not unbiased:
+        return cross
+    n = ops.cast(ops.shape(x)[0], x.dtype)
+    kl = ops.sum(kx * ky)
+    return (
+        cross
+        - kl
+        + ops.sum(kx) * ops.sum(ky) / ((n - 1.0) * (n - 2.0))
+        - 2.0 * kl / (n - 2.0)
+    )
+
+
+def _normalize(hsic, self_a, self_b, epsilon):
+    """hsic / sqrt(self_a self_b), defined as 0 where the denominator is tiny.
+
+    Negative self terms can only come from rounding (they are squared norms of
+    centered Grams); they are clamped to 0, which also guards the square root.
+    """
+    prod = ops.maximum(self_a, 0.0) * ops.maximum(self_b, 0.0)
+    ok = prod > epsilon * epsilon
+    denom = ops.sqrt(ops.where(ok, prod, ops.ones_like(prod)))
+    return ops.where(ok, hsic / denom, ops.zeros_like(hsic))
+
+
+def _pair_cka(hsic, self_hsic, pairs, epsilon):
+    first = ops.take(self_hsic, [i for i, _ in pairs], axis=0)
+    second = ops.take(self_hsic, [j for _, j in pairs], axis=0)
+    return _normalize(hsic, first, second, epsilon)

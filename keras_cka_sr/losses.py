@@ -1,0 +1,190 @@
+"""The CKA-SR penalty: weighted sum of inter-layer CKA within groups of tapped layers."""
+
+import keras
+from keras import ops
+
+from keras_cka_sr import cka
+
+PAIRS = ("all", "adjacent")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@keras.saving.register_keras_serializable(package="keras_cka_sr")
+class CKASimilarityLoss:
+    """CKA-SR regularizer of Ni et al. (ICML 2023), as in their reference code.
+
+    `value = weight * sum_g sum_{i != j in g} CKA(F_i, F_j)` over ordered pairs, i.e.
+    `2 * weight * sum_{i < j}`. The paper's Eq. 11 (and the reference code) also add the
+    diagonal terms CKA(F_i, F_i) = 1, a constant: the gradient is the same, and a beta
+    read in the paper means the same thing here.
+
+    Args:
+        weight: beta, the penalty's factor (>= 0; 0 disables it at no cost).
+            The paper uses 1e-4 on CIFAR and 1e-5 on ImageNet.
+        unbiased: use the unbiased HSIC estimator (the reference's; needs n >= 4).
+        groups: list of lists of feature indices; only pairs within a group are
+            compared (the reference groups residual blocks by stage). None: one group
+            of all features.
+        pairs: "all" pairs in a group, or "adjacent" (|i - j| = 1 by position in
+            the group).
+        num_samples: compute on the first `k` samples of the batch only (the
+            reference's samples-to-cal, 8 there); None uses the whole batch. A batch
+            smaller than `k` is used whole.
+        every_n_steps: compute the penalty only when the step counter passed to
+            `__call__` is a multiple of N (the reference's batches-to-cal, 5 there),
+            0 otherwise; the other steps skip the Gram work.
+        epsilon: CKA of a layer whose (normalized) self-HSIC is below this is 0.
+        method: "auto", "gram" or "feature"; see `keras_cka_sr.cka`.
+        name: name of the penalty, used as the log key.
+    """
+
+    def __init__(
+        self,
+        weight=1e-4,
+        unbiased=True,
+        groups=None,
+        pairs="all",
+        num_samples=None,
+        every_n_steps=1,
+        epsilon=cka.DEFAULT_EPSILON,
+        method="auto",
+        name="cka_sr",
+    ):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"`weight` must be a float >= 0; got {weight!r}.")
+        if not isinstance(unbiased, bool):
+            raise TypeError(f"`unbiased` must be a bool; got {unbiased!r}.")
+        if pairs not in PAIRS:
+            raise ValueError(f"`pairs` must be one of {PAIRS}; got {pairs!r}.")
+        min_samples = 4 if unbiased else 2
+        if num_samples is not None and (not _is_int(num_samples) or num_samples < min_samples):
+            raise ValueError(
+                f"`num_samples` must be None or an int >= {min_samples} "
+                f"(unbiased={unbiased}); got {num_samples!r}."
+            )
+        if not _is_int(every_n_steps) or every_n_steps < 1:
+            raise ValueError(f"`every_n_steps` must be an int >= 1; got {every_n_steps!r}.")
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
+            raise ValueError(f"`epsilon` must be a float >= 0; got {epsilon!r}.")
+        if method not in cka.METHODS:
+            raise ValueError(f"`method` must be one of {cka.METHODS}; got {method!r}.")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"`name` must be a non-empty string; got {name!r}.")
+        self.weight = float(weight)
+        self.unbiased = unbiased
+        self.groups = _check_groups(groups)
+        self.pairs = pairs
+        self.num_samples = num_samples
+        self.every_n_steps = every_n_steps
+        self.epsilon = float(epsilon)
+        self.method = method
+        self.name = name
+
+    def compared_pairs(self, num_features):
+        """The unordered (i, j) pairs the penalty sums (each counted twice)."""
+        groups = self.groups if self.groups is not None else [list(range(num_features))]
+        for group in groups:
+            for index in group:
+                if index >= num_features:
+                    raise ValueError(
+                        f"`groups` refers to feature {index}, but only {num_features} "
+                        "features were given."
+                    )
+        result = []
+        for group in groups:
+            for a in range(len(group)):
+                for b in range(a + 1, len(group)):
+                    if self.pairs == "adjacent" and b - a != 1:
+                        continue
+                    result.append((group[a], group[b]))
+        return result
+
+    def __call__(self, features, step=None):
+        """The penalty for a list of >= 2 feature tensors of the same batch.
+
+        `step` (an integer tensor, e.g. a training-step counter) is required when
+        `every_n_steps > 1`; the penalty is computed when `step % every_n_steps == 0`.
+        """
+        if not isinstance(features, (list, tuple)) or len(features) < 2:
+            raise ValueError(
+                "CKASimilarityLoss needs a list of at least 2 feature tensors; got "
+                f"{len(features) if isinstance(features, (list, tuple)) else type(features).__name__}."
+            )
+        pairs = self.compared_pairs(len(features))
+        if self.weight == 0.0 or not pairs:
+            return ops.zeros((), dtype="float32")
+        if self.every_n_steps == 1:
+            return self._penalty(features, pairs)
+        if step is None:
+            raise ValueError(
+                f"every_n_steps={self.every_n_steps} needs the training step: call "
+                "`loss(features, step=counter)`, or use the `CKARegularization` layer, "
+                "which keeps its own counter."
+            )
+        due = ops.equal(ops.mod(ops.cast(step, "int32"), self.every_n_steps), 0)
+        return ops.cond(
+            due,
+            lambda: self._penalty(features, pairs),
+            lambda: ops.zeros((), dtype="float32"),
+        )
+
+    def _penalty(self, features, pairs):
+        if self.num_samples is not None:
+            features = [f[: self.num_samples] for f in features]
+        # Only layers that appear in some pair are computed.
+        used = sorted({i for pair in pairs for i in pair})
+        position = {index: k for k, index in enumerate(used)}
+        values = cka.pairwise_cka(
+            [features[i] for i in used],
+            [(position[i], position[j]) for i, j in pairs],
+            unbiased=self.unbiased,
+            epsilon=self.epsilon,
+            method=self.method,
+        )
+        return ops.cast(2.0 * self.weight * ops.sum(values), "float32")
+
+    def get_config(self):
+        return {
+            "weight": self.weight,
+            "unbiased": self.unbiased,
+            "groups": self.groups,
+            "pairs": self.pairs,
+            "num_samples": self.num_samples,
+            "every_n_steps": self.every_n_steps,
+            "epsilon": self.epsilon,
+            "method": self.method,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"CKASimilarityLoss({args})"
+
+
+def _check_groups(groups):
+    if groups is None:
+        return None
+    if not isinstance(groups, (list, tuple)) or not groups:
+        raise ValueError(f"`groups` must be None or a non-empty list of lists; got {groups!r}.")
+    checked = []
+    for group in groups:
+        if not isinstance(group, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in group):
+            raise ValueError(
+                f"Each entry of `groups` must be a list of feature indices (ints >= 0); "
+                f"got {group!r}."
+            )
+        if len(group) < 2:
+            raise ValueError(
+                f"Each group needs at least 2 feature indices to compare; got {list(group)!r}."
+            )
+        if len(set(group)) != len(group):
+            raise ValueError(f"A group lists a feature index more than once: {list(group)!r}.")
+        checked.append(list(group))
+    return checked

@@ -1,0 +1,268 @@
+"""Attaching the CKA-SR penalty to an existing Keras model.
+
+`attach_cka_loss` re-traces a functional (or Sequential) model's graph with the same
+layer objects, flattening nested functional models, collects the outputs of the named
+layers and routes them through a `CKARegularization` layer. The result is a
+`CKASRModel`, which also reports the penalty as the `cka_sr` metric.
+"""
+
+import copy
+
+import keras
+from keras.src.models.functional import Functional
+
+from keras_cka_sr.layers import CKARegularization
+from keras_cka_sr.losses import CKASimilarityLoss
+
+SUBCLASSED_MODEL_HELP = """\
+attach_cka_loss needs a functional or Sequential model (it re-traces the graph to tap
+layer outputs); {name!r} is a subclassed `{cls}`. In a subclassed model, add the penalty
+in `call` instead:
+
+    class MyModel(keras_cka_sr.CKASRMixin, keras.Model):  # the mixin logs `cka_sr`
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            ...
+            self.cka_sr = keras_cka_sr.CKARegularization(
+                keras_cka_sr.CKASimilarityLoss(weight=1e-4))
+
+        def call(self, x, training=False):
+            f1 = self.block1(x)
+            f2 = self.block2(f1)
+            f3 = self.block3(f2)
+            f3 = self.cka_sr([f1, f2, f3], passthrough=f3, training=training)
+            return self.head(f3)
+
+(or `self.add_loss(loss([f1, f2, f3]))` directly, with `every_n_steps=1`)."""
+
+
+class CKASRMixin:
+    """Adds the `cka_sr` metric to a Keras model: put it first in the bases.
+
+    The metric is the mean, over the epoch's training steps, of the summed penalty of
+    the model's `CKARegularization` layers (0 on the steps that `every_n_steps`
+    skips). The penalty is training-only, so `val_cka_sr` stays 0. Use it for
+    subclassed models: `class MyModel(CKASRMixin, keras.Model)`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cka_tracker = keras.metrics.Mean(name="cka_sr")
+
+    def cka_layers(self):
+        """The `CKARegularization` layers of this model (nested ones included)."""
+        return [
+            layer for layer in self._flatten_layers(include_self=False)
+            if isinstance(layer, CKARegularization)
+        ]
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        if training:
+            layers = self.cka_layers()
+            if layers:
+                self.cka_tracker.update_state(
+                    sum(keras.ops.convert_to_tensor(l.last_penalty) for l in layers)
+                )
+        return loss
+
+    @property
+    def metrics(self):
+        metrics = list(super().metrics)
+        if all(m is not self.cka_tracker for m in metrics):
+            metrics.append(self.cka_tracker)
+        return metrics
+
+
+@keras.saving.register_keras_serializable(package="keras_cka_sr")
+class CKASRModel(CKASRMixin, keras.Model):
+    """The functional model `attach_cka_loss` returns; logs the `cka_sr` metric.
+
+    (Keras turns a `keras.Model` subclass built from inputs and outputs into a
+    functional one, so subclassed models use `CKASRMixin` instead.)
+    """
+
+
+def attach_cka_loss(model, layer_names, loss=None, name=None):
+    """Returns a model that adds `loss` on the outputs of the named layers to training.
+
+    Args:
+        model: a functional or Sequential Keras model. Nested functional/Sequential
+            models are looked into; a layer wrapped by a `keras.layers.Wrapper` (e.g. a
+            pruning wrapper) is found by its own name or by the wrapped layer's name.
+        layer_names: a list of >= 2 layer names, or a list of lists of names (one list
+            per stage; only layers within a list are compared: this sets the loss's
+            `groups`).
+        loss: a `CKASimilarityLoss` (default: `CKASimilarityLoss()`).
+        name: name of the returned model (default: the model's name + "_cka_sr").
+
+    Returns:
+        A `CKASRModel` with the same inputs and outputs, built from the same layer
+        objects (weights are shared, not copied).
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+    if not _is_graph_model(model):
+        raise TypeError(
+            SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__)
+        )
+    if loss is None:
+        loss = CKASimilarityLoss()
+    if not callable(loss):
+        raise TypeError(f"`loss` must be a CKASimilarityLoss; got {type(loss).__name__}.")
+    names, groups = _parse_layer_names(layer_names)
+    if groups is not None:
+        if not isinstance(loss, CKASimilarityLoss):
+            raise TypeError(
+                "Grouped `layer_names` (a list of lists) need a CKASimilarityLoss `loss` "
+                f"to set its groups on; got {type(loss).__name__}."
+            )
+        if loss.groups is not None and loss.groups != groups:
+            raise ValueError(
+                f"`layer_names` sets groups {groups}, but `loss` already has groups "
+                f"{loss.groups}; give one or the other."
+            )
+        loss = copy.copy(loss)
+        loss.groups = groups
+
+    available = _layer_names(model)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(
+            f"`layer_names` has names not found in model {model.name!r}: {unknown}. "
+            f"Available layers: {sorted(available)}."
+        )
+
+    tracer = _Tracer(set(names))
+    inputs = [
+        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
+    ]
+    structured_inputs = keras.tree.pack_sequence_as(model._inputs_struct, inputs) \
+        if isinstance(model, Functional) else inputs[0]
+    outputs = tracer.trace(model, structured_inputs)
+    missing = [n for n in names if n not in tracer.tapped]
+    if missing:
+        raise ValueError(
+            f"Layers {missing} are not on the path from the inputs to the outputs of "
+            f"model {model.name!r}, so their outputs cannot be tapped."
+        )
+    features = [tracer.tapped[n] for n in names]
+    flat_outputs = keras.tree.flatten(outputs)
+    flat_outputs[0] = CKARegularization(loss, name=_unique_name(model, "cka_regularization"))(
+        features, passthrough=flat_outputs[0]
+    )
+    outputs = keras.tree.pack_sequence_as(outputs, flat_outputs)
+    return CKASRModel(
+        inputs=structured_inputs, outputs=outputs, name=name or f"{model.name}_cka_sr"
+    )
+
+
+def _is_graph_model(model):
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def _parse_layer_names(layer_names):
+    if isinstance(layer_names, str) or not isinstance(layer_names, (list, tuple)):
+        raise TypeError(
+            "`layer_names` must be a list of layer names or a list of lists of names; "
+            f"got {layer_names!r}."
+        )
+    if layer_names and all(isinstance(g, (list, tuple)) for g in layer_names):
+        names, groups = [], []
+        for group in layer_names:
+            if len(group) < 2:
+                raise ValueError(
+                    f"Each list in `layer_names` needs at least 2 layer names; got {list(group)}."
+                )
+            indices = []
+            for n in group:
+                if n not in names:
+                    names.append(n)
+                indices.append(names.index(n))
+            groups.append(indices)
+    else:
+        names, groups = list(layer_names), None
+        if len(set(names)) != len(names):
+            raise ValueError(f"`layer_names` lists a name more than once: {names}.")
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"`layer_names` entries must be strings; got {layer_names!r}.")
+    if len(names) < 2:
+        raise ValueError(
+            f"CKA-SR compares layers: `layer_names` needs at least 2 names; got {names}."
+        )
+    return names, groups
+
+
+def _aliases(layer):
+    names = [layer.name]
+    inner = getattr(layer, "layer", None)
+    if isinstance(layer, keras.layers.Wrapper) and inner is not None:
+        names.append(inner.name)
+    return names
+
+
+def _layer_names(model):
+    names = set()
+    for layer in model.layers:
+        names.update(_aliases(layer))
+        if _is_graph_model(layer):
+            names.update(_layer_names(layer))
+    return names
+
+
+def _unique_name(model, base):
+    taken = _layer_names(model)
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    return name
+
+
+class _Tracer:
+    """Calls a model's layers again on new symbolic inputs, recording tapped outputs."""
+
+    def __init__(self, names):
+        self.names = names
+        self.tapped = {}
+
+    def trace(self, model, inputs):
+        if isinstance(model, keras.Sequential):
+            if not model.built or not model.inputs:
+                raise ValueError(
+                    f"Sequential model {model.name!r} is not built: give it an Input "
+                    "(or call `model.build(input_shape)`) before attaching CKA-SR."
+                )
+            x = inputs
+            for layer in model.layers:
+                x = self.call_layer(layer, x)
+            return x
+        inputs = model._standardize_inputs(inputs)
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda op: op, call_fn=self.call_layer
+        )
+        return outputs
+
+    def call_layer(self, layer, *args, **kwargs):
+        if _is_graph_model(layer):
+            if len(args) != 1:
+                raise ValueError(f"Nested model {layer.name!r} must take one input argument.")
+            outputs = self.trace(layer, args[0])
+            if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+                outputs = outputs[0]
+        else:
+            outputs = layer(*args, **kwargs)
+        for alias in _aliases(layer):
+            if alias in self.names:
+                if alias in self.tapped:
+                    raise ValueError(
+                        f"Layer {alias!r} is called more than once in the model, so its "
+                        "output to tap is ambiguous. Tap a layer that is called once."
+                    )
+                if isinstance(outputs, (list, tuple)):
+                    raise ValueError(
+                        f"Layer {alias!r} has several outputs; tap a layer with one output."
+                    )
+                self.tapped[alias] = outputs
+        return outputs
