@@ -1,0 +1,26 @@
+"""Keras 3 magnitude pruning with tensorflow-model-optimization's API (TF, JAX, torch)."""
+
+from keras_cka_sr.pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_cka_sr.pruning.prune import prune_low_magnitude, strip_pruning
+from keras_cka_sr.pruning.registry import PrunableLayer
+from keras_cka_sr.pruning.schedules import (
+    ConstantSparsity,
+    GradualMagnitude,
+    PolynomialDecay,
+    PruningSchedule,
+)
+from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
+
+__all__ = [
+    "ConstantSparsity",
+    "GradualMagnitude",
+    "PolynomialDecay",
+    "PrunableLayer",
+    "PruneLowMagnitude",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UpdatePruningStep",
+    "collect_prunable_layers",
+    "prune_low_magnitude",
+    "strip_pruning",
+]

@@ -1,0 +1,123 @@
+"""`prune_low_magnitude` and `strip_pruning`, with tfmot's signatures, for Keras 3 models."""
+
+import keras
+from keras.src.models.functional import Functional
+
+from keras_cka_sr.pruning import registry
+from keras_cka_sr.pruning.schedules import ConstantSparsity
+from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
+
+
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    sparsity_m_by_n=None,
+    **kwargs,
+):
+    """Wraps layers in `PruneLowMagnitude`, as `tfmot.sparsity.keras.prune_low_magnitude`.
+
+    `to_prune` may be a Sequential or functional model (a copy is returned with every
+    prunable layer wrapped, weights copied), a layer (returns its wrapper) or a list of
+    layers (returns a list). Train with the `UpdatePruningStep` callback.
+    The default schedule is tfmot's: `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+    """
+    params = dict(
+        pruning_schedule=pruning_schedule or ConstantSparsity(0.5, begin_step=0, frequency=100),
+        block_size=block_size,
+        block_pooling_type=block_pooling_type,
+        sparsity_m_by_n=sparsity_m_by_n,
+    )
+    if isinstance(to_prune, (list, tuple)):
+        return [
+            layer if isinstance(layer, PruneLowMagnitude) else PruneLowMagnitude(layer, **params)
+            for layer in to_prune
+        ]
+    if isinstance(to_prune, keras.Model):
+        _check_graph_model(to_prune, "prune_low_magnitude")
+
+        def wrap(layer):
+            if isinstance(layer, PruneLowMagnitude):
+                return _copy_layer(layer)
+            copy = _copy_layer(layer)
+            if registry.has_prunable_rule(layer):
+                return PruneLowMagnitude(copy, **params)
+            if not registry.supports(layer):
+                raise ValueError(registry.unsupported_message(layer))
+            return copy
+
+        return _clone_with_weights(to_prune, wrap)
+    if isinstance(to_prune, keras.layers.Layer):
+        return PruneLowMagnitude(to_prune, **params, **kwargs)
+    raise ValueError(
+        "`prune_low_magnitude` can prune a Sequential or functional model, a Keras layer "
+        f"or a list of layers; got {type(to_prune).__name__}."
+    )
+
+
+def strip_pruning(model):
+    """Returns a plain Keras model (no wrappers) whose weights are the masked weights.
+
+    The pruned model's stored weights are masked too (`weight * mask`), so it can keep
+    training; the returned model is a copy and exports like any Keras model.
+    """
+    if isinstance(model, PruneLowMagnitude):
+        model.apply_masks()
+        return model.layer
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+    _check_graph_model(model, "strip_pruning")
+    for wrapper in collect_prunable_layers(model):
+        if wrapper.built:
+            wrapper.apply_masks()
+
+    def unwrap(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            return _copy_layer(layer.layer)
+        return _copy_layer(layer)
+
+    return _clone_with_weights(model, unwrap)
+
+
+def _check_graph_model(model, what):
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise ValueError(
+            f"{what} supports Sequential and functional models; {model.name!r} is a "
+            f"subclassed {type(model).__name__}. Wrap its layers where you create them "
+            "instead: `self.dense = prune_low_magnitude(keras.layers.Dense(...))`."
+        )
+
+
+def _copy_layer(layer):
+    """A fresh layer of the same config, built like the original (weights set later)."""
+    if not isinstance(layer, keras.layers.Layer):
+        return layer  # a bare operation in the graph: nothing to copy
+    copy = type(layer).from_config(layer.get_config())
+    build_config = layer.get_build_config() if layer.built else None
+    if build_config:
+        copy.build_from_config(build_config)
+    return copy
+
+
+def _clone_with_weights(model, clone_function):
+    """`keras.models.clone_model` with copied weights (wrappers: the inner layer's)."""
+    pairs = []
+
+    def record(layer):
+        new = clone_function(layer)
+        pairs.append((layer, new))
+        return new
+
+    clone = keras.models.clone_model(model, clone_function=record, recursive=True)
+    for old, new in pairs:
+        if old is new:
+            continue
+        source = old.layer if isinstance(old, PruneLowMagnitude) and not isinstance(new, PruneLowMagnitude) else old
+        if isinstance(new, PruneLowMagnitude) and not isinstance(old, PruneLowMagnitude):
+            new.layer.set_weights(source.get_weights())
+        else:
+            new.set_weights(source.get_weights())
+        if isinstance(old, PruneLowMagnitude) and isinstance(new, PruneLowMagnitude):
+            new.callback_active = old.callback_active
+    return clone

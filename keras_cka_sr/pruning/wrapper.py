@@ -1,0 +1,232 @@
+"""`PruneLowMagnitude`: the layer wrapper that masks weights by magnitude, as tfmot's.
+
+Keras 3 differs from tf_keras in one way that shapes this wrapper: on JAX, writes to a
+trainable variable inside `call` are dropped. So the wrapper never assigns the kernel in
+the forward pass; it swaps the masked value `kernel * mask` in for the kernel while the
+wrapped layer runs (pruned weights then also get zero gradient). The stored kernel is
+made sparse outside the train step: by `UpdatePruningStep` at each epoch end (as tfmot)
+and by `strip_pruning`. Masks, thresholds and the step counter are non-trainable
+variables, which every backend keeps when they are assigned inside `call`.
+"""
+
+import contextlib
+import inspect
+
+import keras
+from keras import ops
+
+from keras_cka_sr.pruning import masks as mask_math
+from keras_cka_sr.pruning import registry
+from keras_cka_sr.pruning.schedules import ConstantSparsity, PruningSchedule
+
+MISSING_CALLBACK_MESSAGE = (
+    "PruneLowMagnitude requires the UpdatePruningStep callback during training: "
+    "`model.fit(..., callbacks=[keras_cka_sr.pruning.UpdatePruningStep()])`. In a custom "
+    "training loop call `callback.set_model(model)` and `callback.on_train_begin()` first. "
+    "Before retrying `fit`, compile the model again; on the JAX backend, Keras has already "
+    "released the variables of a model whose `fit` failed: re-create or reload it."
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_cka_sr")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Prunes the wrapped layer's prunable weights to the sparsity the schedule gives.
+
+    In training calls the step counter (starting at -1; `UpdatePruningStep` sets it to
+    0) goes up by one, and when `pruning_schedule(step)` says so, each mask is
+    recomputed from the masked weight: keep the largest |w|. The forward pass always
+    uses `weight * mask`.
+
+    Args:
+        layer: the layer to wrap (see `keras_cka_sr.pruning.registry`). Build a layer
+            that takes several inputs (MultiHeadAttention) before wrapping it.
+        pruning_schedule: a `PruningSchedule`.
+        block_size: `(height, width)` of the blocks pruned together (rank-2 weights).
+        block_pooling_type: "AVG" or "MAX", how a block's magnitude is pooled.
+        sparsity_m_by_n: e.g. `(2, 4)`: 2 zeros in every 4 consecutive input-channel
+            values, set once at step 1 (the schedule's sparsity is then not used).
+    """
+
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+            raise ValueError(
+                "`layer` must be a Keras layer (prune a model with prune_low_magnitude); "
+                f"got {type(layer).__name__}."
+            )
+        if not registry.supports(layer):
+            raise ValueError(registry.unsupported_message(layer))
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
+        if isinstance(pruning_schedule, dict):
+            pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
+        if not isinstance(pruning_schedule, PruningSchedule):
+            raise TypeError(
+                "`pruning_schedule` must be a PruningSchedule (e.g. PolynomialDecay); "
+                f"got {type(pruning_schedule).__name__}."
+            )
+        block_size = tuple(block_size)
+        if len(block_size) != 2 or not all(
+            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block_size
+        ):
+            raise ValueError(f"`block_size` must be two ints >= 1; got {block_size!r}.")
+        if block_pooling_type not in mask_math.POOLING_TYPES:
+            raise ValueError(
+                f"`block_pooling_type` must be one of {mask_math.POOLING_TYPES}; "
+                f"got {block_pooling_type!r}."
+            )
+        if sparsity_m_by_n is not None:
+            sparsity_m_by_n = tuple(sparsity_m_by_n)
+            if (
+                len(sparsity_m_by_n) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in sparsity_m_by_n)
+                or not 0 < sparsity_m_by_n[0] < sparsity_m_by_n[1]
+            ):
+                raise ValueError(
+                    "`sparsity_m_by_n` must be (m, n) ints with 0 < m < n, m zeros in "
+                    f"every n values; got {sparsity_m_by_n!r}."
+                )
+            if block_size != (1, 1):
+                raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = pruning_schedule
+        self.block_size = block_size
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = sparsity_m_by_n
+        self.callback_active = False
+        self._inner_takes_training = "training" in inspect.signature(layer.call).parameters
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.pruned_weights = registry.prunable_weights(self.layer)
+        self._targets = [_locate(self.layer, w) for w in self.pruned_weights]
+        self.masks, self.thresholds = [], []
+        for weight in self.pruned_weights:
+            short = weight.path.split("/")[-1]
+            self.masks.append(self.add_weight(
+                shape=weight.shape, initializer="ones", dtype=weight.dtype,
+                trainable=False, name=f"{short}_mask",
+            ))
+            self.thresholds.append(self.add_weight(
+                shape=(), initializer="zeros", dtype=weight.dtype,
+                trainable=False, name=f"{short}_threshold",
+            ))
+        self.pruning_step = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(-1), dtype="int32",
+            trainable=False, name="pruning_step",
+        )
+        self.built = True
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and self.pruned_weights:
+            if not self.callback_active:
+                raise ValueError(MISSING_CALLBACK_MESSAGE)
+            step = self.pruning_step + 1
+            self.pruning_step.assign(step)
+            self._update_masks(step)
+        if self._inner_takes_training:
+            kwargs["training"] = training
+        with self._masked_weights():
+            return self.layer(inputs, *args, **kwargs)
+
+    def _update_masks(self, step):
+        if self.sparsity_m_by_n is not None:
+            due = ops.equal(step, 1)
+        else:
+            due, _ = self.pruning_schedule(step)
+
+        def update():
+            _, sparsity = self.pruning_schedule(step)
+            new = [self._new_mask(w, m, sparsity) for w, m in zip(self.pruned_weights, self.masks)]
+            return [t for t, _ in new], [m for _, m in new]
+
+        def keep():
+            return (
+                [ops.convert_to_tensor(t) for t in self.thresholds],
+                [ops.convert_to_tensor(m) for m in self.masks],
+            )
+
+        thresholds, new_masks = ops.cond(due, update, keep)
+        for variable, value in zip(self.thresholds, thresholds):
+            variable.assign(value)
+        for variable, value in zip(self.masks, new_masks):
+            variable.assign(value)
+
+    def _new_mask(self, weight, mask, sparsity):
+        if self.sparsity_m_by_n is not None:
+            return (
+                ops.convert_to_tensor(999.0, weight.dtype),  # tfmot's placeholder threshold
+                mask_math.m_by_n_mask(ops.convert_to_tensor(weight), self.sparsity_m_by_n),
+            )
+        masked = ops.convert_to_tensor(weight) * ops.convert_to_tensor(mask)
+        return mask_math.block_magnitude_mask(
+            masked, sparsity, self.block_size, self.block_pooling_type
+        )
+
+    @contextlib.contextmanager
+    def _masked_weights(self):
+        """Swap `weight * mask` in for each pruned weight while the inner layer runs."""
+        compute_dtype = self.layer.compute_dtype
+        saved = []
+        try:
+            for (owner, attr), weight, mask in zip(self._targets, self.pruned_weights, self.masks):
+                value = ops.convert_to_tensor(weight) * ops.convert_to_tensor(mask)
+                if self.layer.autocast and keras.backend.is_float_dtype(weight.dtype):
+                    value = ops.cast(value, compute_dtype)
+                saved.append((owner, attr, owner.__dict__[attr]))
+                object.__setattr__(owner, attr, value)
+            yield
+        finally:
+            for owner, attr, original in reversed(saved):
+                object.__setattr__(owner, attr, original)
+
+    def apply_masks(self):
+        """Writes `weight * mask` into the stored weights (outside a train step)."""
+        for weight, mask in zip(self.pruned_weights, self.masks):
+            weight.assign(ops.convert_to_tensor(weight) * ops.convert_to_tensor(mask))
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
+            "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
+            "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
+        })
+        return config
+
+
+def _locate(layer, variable):
+    """(object, attribute name) holding `variable` inside `layer` or its sublayers."""
+    owners = [layer] + list(layer._flatten_layers(include_self=False))
+    for owner in owners:
+        for attr, value in vars(owner).items():
+            if value is variable:
+                return owner, attr
+    raise ValueError(
+        f"Cannot find the attribute of layer {layer.name!r} that holds weight "
+        f"{variable.path!r}; a PrunableLayer must keep its prunable weights as attributes."
+    )
+
+
+def collect_prunable_layers(model):
+    """The `PruneLowMagnitude` wrappers of a model (nested models included)."""
+    layers = [model] if isinstance(model, PruneLowMagnitude) else []
+    return layers + [
+        layer for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, PruneLowMagnitude)
+    ]

@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cka_sr import pruning
+from tests import tfmot_oracle
+
+POLY_SETTINGS = [
+    # initial, final, begin, end, power, frequency
+    (0.0, 0.9, 0, 100, 3, 10),
+    (0.2, 0.8, 10, 60, 2, 7),
+    (0.5, 0.99, 3, 40, 1, 1),
+    (0.0, 0.95, 0, 1000, 3, 100),
+    (0.1, 0.5, 5, 25, 0.5, 3),
+]
+CONSTANT_SETTINGS = [(0.5, 0, -1, 100), (0.9, 10, 50, 7), (0.75, 4, 4, 1)]
+
+
+def ours(schedule, steps):
+    out = []
+    for t in steps:
+        should, sparsity = schedule(ops.convert_to_tensor(t, "int32"))
+        out.append((bool(ops.convert_to_numpy(should)), float(np.float32(ops.convert_to_numpy(sparsity)))))
+    return out
+
+
+@pytest.mark.parametrize("args", POLY_SETTINGS)
+def test_polynomial_decay_matches_tfmot_at_every_step(args):
+    tfmot = tfmot_oracle.tfmot()
+    initial, final, begin, end, power, frequency = args
+    steps = range(0, end + 2 * frequency + 5)
+    expected = tfmot_oracle.schedule_values(
+        tfmot.sparsity.keras.PolynomialDecay(initial, final, begin, end, power, frequency), steps
+    )
+    got = ours(pruning.PolynomialDecay(initial, final, begin, end, power, frequency), steps)
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    np.testing.assert_allclose([g[1] for g in got], [e[1] for e in expected], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("args", CONSTANT_SETTINGS)
+def test_constant_sparsity_matches_tfmot_at_every_step(args):
+    tfmot = tfmot_oracle.tfmot()
+    steps = range(0, 160)
+    expected = tfmot_oracle.schedule_values(tfmot.sparsity.keras.ConstantSparsity(*args), steps)
+    assert ours(pruning.ConstantSparsity(*args), steps) == expected
+
+
+def test_gradual_magnitude_is_cubic_polynomial_decay():
+    schedule = pruning.GradualMagnitude(0.0, 0.9, 0, 100, frequency=10)
+    assert isinstance(schedule, pruning.PolynomialDecay) and schedule.power == 3
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: pruning.PolynomialDecay(0.0, 1.0, 0, 10), "final_sparsity"),
+        (lambda: pruning.PolynomialDecay(-0.1, 0.5, 0, 10), "initial_sparsity"),
+        (lambda: pruning.PolynomialDecay(0.0, 0.5, 0, -1), "end_step"),
+        (lambda: pruning.PolynomialDecay(0.0, 0.5, 10, 5), "end_step"),
+        (lambda: pruning.ConstantSparsity(0.5, -1), "begin_step"),
+        (lambda: pruning.ConstantSparsity(0.5, 0, frequency=0), "frequency"),
+        (lambda: pruning.ConstantSparsity(1.0, 0), "target_sparsity"),
+    ],
+)
+def test_bad_schedule_arguments(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_custom_schedule_subclass_and_serialization():
+    @keras.saving.register_keras_serializable(package="tests")
+    class EveryStep(pruning.PruningSchedule):
+        def __init__(self, sparsity):
+            self.sparsity = sparsity
+
+        def __call__(self, step):
+            return ops.greater(step, 0), ops.convert_to_tensor(self.sparsity, "float32")
+
+        def get_config(self):
+            return {"sparsity": self.sparsity}
+
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(EveryStep(0.3))
+    )
+    assert isinstance(restored, EveryStep) and restored.sparsity == 0.3
+    for schedule in (pruning.PolynomialDecay(0.1, 0.7, 2, 9, 2, 3), pruning.ConstantSparsity(0.4, 1, 8, 2)):
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+        assert type(again) is type(schedule) and again.get_config() == schedule.get_config()
