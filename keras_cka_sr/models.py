@@ -127,28 +127,8 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
         loss = copy.copy(loss)
         loss.groups = groups
 
-    available = _layer_names(model)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise ValueError(
-            f"`layer_names` has names not found in model {model.name!r}: {unknown}. "
-            f"Available layers: {sorted(available)}."
-        )
-
-    tracer = _Tracer(set(names))
-    inputs = [
-        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
-    ]
-    structured_inputs = keras.tree.pack_sequence_as(model._inputs_struct, inputs) \
-        if isinstance(model, Functional) else inputs[0]
-    outputs = tracer.trace(model, structured_inputs)
-    missing = [n for n in names if n not in tracer.tapped]
-    if missing:
-        raise ValueError(
-            f"Layers {missing} are not on the path from the inputs to the outputs of "
-            f"model {model.name!r}, so their outputs cannot be tapped."
-        )
-    features = [tracer.tapped[n] for n in names]
+    structured_inputs, outputs, tapped = _trace_taps(model, names)
+    features = [tapped[n] for n in names]
     flat_outputs = keras.tree.flatten(outputs)
     flat_outputs[0] = CKARegularization(loss, name=_unique_name(model, "cka_regularization"))(
         features, passthrough=flat_outputs[0]
@@ -157,6 +137,50 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
     return CKASRModel(
         inputs=structured_inputs, outputs=outputs, name=name or f"{model.name}_cka_sr"
     )
+
+
+def feature_model(model, layer_names):
+    """A functional model from `model`'s inputs to the outputs of the named layers.
+
+    Same layer objects (shared weights); nested models and wrapped layers are resolved
+    as in `attach_cka_loss`. Useful to compute CKA between layers (`CKAMonitor`).
+    """
+    if not isinstance(model, keras.Model) or not _is_graph_model(model):
+        raise TypeError(
+            f"`model` must be a functional or Sequential keras.Model; got {type(model).__name__}."
+        )
+    if isinstance(layer_names, str) or not layer_names:
+        raise TypeError(f"`layer_names` must be a non-empty list of names; got {layer_names!r}.")
+    names = list(layer_names)
+    inputs, _, tapped = _trace_taps(model, names)
+    return keras.Model(inputs, [tapped[n] for n in names], name=f"{model.name}_features")
+
+
+def _trace_taps(model, names):
+    """Re-traces `model` on new inputs; returns (inputs, outputs, {name: tapped output})."""
+    available = _layer_names(model)
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ValueError(
+            f"`layer_names` has names not found in model {model.name!r}: {unknown}. "
+            f"Available layers: {sorted(available)}."
+        )
+    tracer = _Tracer(set(names))
+    inputs = [
+        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
+    ]
+    structured_inputs = (
+        keras.tree.pack_sequence_as(model._inputs_struct, inputs)
+        if isinstance(model, Functional) else inputs[0]
+    )
+    outputs = tracer.trace(model, structured_inputs)
+    missing = [n for n in names if n not in tracer.tapped]
+    if missing:
+        raise ValueError(
+            f"Layers {missing} are not on the path from the inputs to the outputs of "
+            f"model {model.name!r}, so their outputs cannot be tapped."
+        )
+    return structured_inputs, outputs, tracer.tapped
 
 
 def _is_graph_model(model):

@@ -1,0 +1,60 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cka_sr import pruning, sparse_training, zoo
+from keras_cka_sr.callbacks import CKAMonitor
+
+
+def test_erk_densities_reach_overall_sparsity_and_favour_small_layers():
+    shapes = [(5, 5, 1, 6), (5, 5, 6, 16), (400, 120), (120, 84), (84, 10)]
+    densities = sparse_training.erk_densities(shapes, 0.95)
+    sizes = np.array([np.prod(s) for s in shapes])
+    assert np.sum(np.array(densities) * sizes) / sizes.sum() == pytest.approx(0.05, rel=1e-9)
+    assert all(0 < d <= 1 for d in densities)
+    assert densities[0] == max(densities) and densities[2] < densities[4]
+    # At lower sparsity the small first layer would exceed density 1: it is kept dense.
+    assert sparse_training.erk_densities(shapes, 0.5)[0] == 1.0
+
+
+def test_random_static_masks_are_fixed_during_training():
+    model = zoo.lenet5((28, 28, 1), 10)
+    pruned = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.9))
+    sparse_training.set_random_masks(pruned, 0.9, seed=3)
+    before = [ops.convert_to_numpy(m).copy() for w in pruning.collect_prunable_layers(pruned) for m in w.masks]
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
+    pruned.fit(x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0,
+               callbacks=[pruning.UpdatePruningStep()])
+    after = [ops.convert_to_numpy(m) for w in pruning.collect_prunable_layers(pruned) for m in w.masks]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    stats = sparse_training.kernel_stats(pruning.strip_pruning(pruned))
+    assert stats["sparsity"] == pytest.approx(0.9, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", zoo.NAMES)
+def test_zoo_models_tap_groups(name):
+    model = zoo.build(name, (28, 28, 1), 10, resnet_width=4)
+    groups = zoo.tap_groups(model)
+    assert all(len(g) >= 2 for g in groups)
+    if name.startswith("resnet"):
+        assert len(groups) == 3 and all(n.endswith("_out") for g in groups for n in g)
+
+
+def test_cka_monitor_logs_mean_and_matrices():
+    model = zoo.mlp((8, 8, 1), 3, width=16)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((64, 8, 8, 1)).astype("float32")
+    monitor = CKAMonitor(x[:32], zoo.tap_groups(model))
+    history = model.fit(x, np.arange(64) % 3, epochs=2, verbose=0, callbacks=[monitor]).history
+    assert len(monitor.matrices) == 2 and monitor.matrices[0].shape == (3, 3)
+    assert 0 < history["cka_mean"][-1] <= 1.0
+    np.testing.assert_allclose(np.diag(monitor.matrices[-1]), 1.0, atol=1e-5)
+
+
+def test_cka_monitor_config_round_trip():
+    monitor = CKAMonitor(np.zeros((4, 2), "float32"), ["a", "b"], unbiased=False)
+    again = CKAMonitor.from_config(monitor.get_config())
+    assert again.names == ["a", "b"] and again.unbiased is False
