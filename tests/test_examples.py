@@ -1,0 +1,41 @@
+"""The example scripts run (tiny settings), so they stay true."""
+
+import importlib.util
+import os
+
+import keras
+import pytest
+
+pytest.importorskip("mlxtend")
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_attach_to_functional_model():
+    history = load("attach_to_functional_model").main(["--epochs", "1", "--subset", "256"])
+    assert history.history["cka_sr"][0] > 0
+
+
+def test_subclassed_model():
+    results = load("subclassed_model").main(["--epochs", "1", "--subset", "128"])
+    assert results["ConvNet"]["cka_sr"][0] > 0
+    assert results["ConvNetPlainAddLoss"]["loss"][0] > 0
+
+
+def test_prune_with_cka_sr_and_export(tmp_path):
+    argv = ["--epochs", "2", "--subset", "512"]
+    if keras.backend.backend() != "torch":
+        argv += ["--export", str(tmp_path / "saved")]
+    final = load("prune_with_cka_sr_and_export").main(argv)
+    assert final.get_layer("tap_fc1").kernel.shape == (400, 120)
+
+
+def test_cifar_example_needs_data_dir():
+    with pytest.raises(SystemExit):
+        load("cifar10_resnet20").main([])
