@@ -16,9 +16,10 @@ for every pair. When features are narrower than the batch, the same quantities a
 computed in feature space instead (`||X^T Y||_F^2` plus O(n d) corrections), which is
 cheaper; `method="auto"` picks the cheaper form from the static shapes.
 
-Numerics: features are cast to at least float32 (float16 Grams overflow), column
-centered and scaled to unit Frobenius norm before any product. CKA is invariant to
-both, so the value is unchanged, but no intermediate can overflow. A layer with zero
+Numerics: features are cast to at least float32 (float16 Grams overflow) and column
+centered; each Gram matrix (or, in feature space, each feature matrix) is then scaled
+to that of unit-Frobenius-norm features. CKA is invariant to both, so the value is
+unchanged, and the n x n products that follow stay O(1). A layer with zero
 variance (e.g. a dead ReLU layer; numerically: centered norm below 1e-5 of the raw
 norm in float32, 1e-12 in float64) has no defined CKA; we define its CKA with anything,
 itself included, to be 0 (with zero gradient), so the result is always finite.
@@ -155,8 +156,8 @@ def _compute_dtype(x):
     return "float64" if backend.standardize_dtype(x.dtype) == "float64" else "float32"
 
 
-def _prepare(x, dtype):
-    """Flatten to (n, d), cast, center columns and scale to unit Frobenius norm."""
+def _flatten_center(x, dtype):
+    """Cast, flatten to (n, d) and center columns; also returns n * ||column mean||^2."""
     x = ops.cast(x, dtype)
     shape = tuple(x.shape)
     if any(s is None for s in shape[1:]):
@@ -165,15 +166,40 @@ def _prepare(x, dtype):
         )
     if len(shape) != 2:
         x = ops.reshape(x, (-1, int(math.prod(shape[1:]))))
-    raw = ops.stop_gradient(ops.sum(ops.square(x)))
-    x = x - ops.mean(x, axis=0, keepdims=True)
-    sq = ops.sum(ops.square(x))
-    # Constant features leave only rounding noise after centering; scaling that to
-    # unit norm would invent structure, so they count as zero variance.
+    mean = ops.mean(x, axis=0, keepdims=True)
+    n = ops.cast(ops.shape(x)[0], dtype)
+    mean_part = ops.stop_gradient(n * ops.sum(ops.square(mean)))
+    return x - mean, mean_part
+
+
+def _inverse_norm2(sq, mean_part, dtype):
+    """1 / ||X_c||^2, or 0 for zero variance.
+
+    `sq = ||X_c||^2`; the raw squared norm is `sq + mean_part`. Constant features leave
+    only rounding noise after centering; scaling that up would invent structure, so
+    they count as zero variance.
+    """
     rel = _ZERO_VARIANCE_RATIO[dtype]
-    ok = ops.logical_and(sq > _tiny(dtype), sq > (rel * rel) * raw)
-    inv = ops.where(ok, 1.0 / ops.sqrt(ops.where(ok, sq, ops.ones_like(sq))), 0.0)
-    return x * ops.cast(inv, dtype)
+    ok = ops.logical_and(sq > _tiny(dtype), sq > (rel * rel) * (sq + mean_part))
+    return ops.where(ok, 1.0 / ops.where(ok, sq, ops.ones_like(sq)), ops.zeros_like(sq))
+
+
+def _prepare(x, dtype):
+    """Flatten to (n, d), cast, center columns and scale to unit Frobenius norm."""
+    x, mean_part = _flatten_center(x, dtype)
+    inv = _inverse_norm2(ops.sum(ops.square(x)), mean_part, dtype)
+    return x * ops.sqrt(inv)
+
+
+def _unit_gram(x, dtype):
+    """Gram matrix of the centered features scaled to unit-norm features.
+
+    The scaling is applied to the n x n Gram (its trace is ||X_c||^2), not to the
+    n x d features: one pass over the features fewer, forward and backward.
+    """
+    xc, mean_part = _flatten_center(x, dtype)
+    k = ops.matmul(xc, ops.transpose(xc))
+    return k * _inverse_norm2(ops.trace(k), mean_part, dtype)
 
 
 def _tiny(dtype):
@@ -203,20 +229,25 @@ def _hsic_terms(features, pairs, unbiased, method):
         )
     features = [ops.convert_to_tensor(f) for f in features]
     dtype = "float64" if all(_compute_dtype(f) == "float64" for f in features) else "float32"
-    xs = [_prepare(f, dtype) for f in features]
-    dims = [int(x.shape[1]) for x in xs]
+    for f in features:
+        if any(d is None for d in tuple(f.shape)[1:]):
+            raise ValueError(
+                f"Feature dimensions after the batch axis must be known; got shape {tuple(f.shape)}."
+            )
+    dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
     if method == "auto":
         method = choose_method(dims, n_static, pairs)
     if method == "gram":
-        centered = [_center_gram(ops.matmul(x, ops.transpose(x)), unbiased) for x in xs]
+        centered = [_center_gram(_unit_gram(f, dtype), unbiased) for f in features]
         flat = ops.stack([ops.reshape(c, (-1,)) for c in centered], axis=0)
         inner = ops.matmul(flat, ops.transpose(flat))
         self_hsic = ops.diagonal(inner)
         if not pairs:
             return None, self_hsic
-        idx = [i * len(xs) + j for i, j in pairs]
+        idx = [i * len(features) + j for i, j in pairs]
         hsic = ops.take(ops.reshape(inner, (-1,)), idx, axis=0)
         return hsic, self_hsic
+    xs = [_prepare(f, dtype) for f in features]
     stats = [_feature_stats(x) for x in xs]
     self_hsic = ops.stack([_feature_hsic(x, x, s, s, unbiased) for x, s in zip(xs, stats)])
     if not pairs:

@@ -1,0 +1,127 @@
+"""Time (and XLA temp memory, on JAX) of the CKA-SR penalty vs its floor and a naive form.
+
+For L tapped layers of given shapes, compares (forward + backward, jit-compiled):
+  ours   - CKASimilarityLoss (each Gram or feature statistic computed once),
+  floor  - the L Gram matmuls X X^T alone, forward and backward (what any Gram-based
+           CKA must compute),
+  naive  - linear_cka called per pair (Grams recomputed for every pair).
+Prints which path (gram/feature) `method="auto"` takes for each case.
+
+    python benchmarks/cka_kernel.py --backend jax --steps 20
+"""
+
+import sys
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import _common  # noqa: E402
+
+# ResNet-32 block outputs (CIFAR, 3 stages x 5 blocks), and narrow dense features.
+CASES = {
+    "resnet32_blocks_n128": (128, [(32, 32, 16)] * 5 + [(16, 16, 32)] * 5 + [(8, 8, 64)] * 5),
+    "resnet32_blocks_n8": (8, [(32, 32, 16)] * 5 + [(16, 16, 32)] * 5 + [(8, 8, 64)] * 5),
+    "mlp_features_n512_d64": (512, [(64,)] * 6),
+}
+
+
+def main():
+    args = _common.parser(__doc__, steps=20, warmup=3).parse_args()
+    _common.select_backend(args.backend)
+    import numpy as np
+    from keras import ops
+
+    from keras_cka_sr import CKASimilarityLoss, cka
+
+    grad_fn, memory = make_grad(args.backend)
+    rows = []
+    for name, (n, shapes) in CASES.items():
+        rng = np.random.default_rng(0)
+        features = [rng.normal(size=(n,) + s).astype("float32") for s in shapes]
+        stage = len(shapes) // 3 if name.startswith("resnet") else len(shapes)
+        groups = [list(range(i, i + stage)) for i in range(0, len(shapes), stage)]
+        loss = CKASimilarityLoss(weight=1.0, groups=groups, unbiased=True)
+        pairs = loss.compared_pairs(len(shapes))
+        dims = [int(np.prod(s)) for s in shapes]
+        path = cka.choose_method(dims, n, pairs)
+
+        def ours(*f):
+            return loss(list(f))
+
+        weights = ops.convert_to_tensor(rng.normal(size=(n, n)).astype("float32"))
+
+        def floor(*f):
+            # Weighted sum so the backward pass is a real (n x n) @ (n x d) product.
+            total = 0.0
+            for x in f:
+                x = ops.reshape(x, (n, -1))
+                total = total + ops.sum(ops.matmul(x, ops.transpose(x)) * weights)
+            return total
+
+        def naive(*f):
+            return sum(cka.linear_cka(f[i], f[j], unbiased=True, epsilon=1e-6) for i, j in pairs) * 2.0
+
+        result = {"case": name, "n": n, "layers": len(shapes), "pairs": len(pairs), "path": path}
+        for label, fn in (("ours", ours), ("floor", floor), ("naive", naive)):
+            compiled = grad_fn(fn, len(features))
+            result[f"{label}_s"] = _common.time_call(lambda: compiled(*features), args.steps, args.warmup)
+            result[f"{label}_temp_bytes"] = memory(fn, features)
+        result["ours_over_floor"] = result["ours_s"] / result["floor_s"]
+        result["naive_over_ours"] = result["naive_s"] / result["ours_s"]
+        rows.append(result)
+        mem = "" if result["ours_temp_bytes"] is None else (
+            f" temp MB ours/floor/naive={result['ours_temp_bytes'] / 2**20:.1f}/"
+            f"{result['floor_temp_bytes'] / 2**20:.1f}/{result['naive_temp_bytes'] / 2**20:.1f}"
+        )
+        print(
+            f"{name}: path={path} L={len(shapes)} pairs={len(pairs)} "
+            f"ours={1e3 * result['ours_s']:.2f}ms floor={1e3 * result['floor_s']:.2f}ms "
+            f"naive={1e3 * result['naive_s']:.2f}ms ours/floor={result['ours_over_floor']:.2f}x "
+            f"naive/ours={result['naive_over_ours']:.2f}x{mem}",
+            flush=True,
+        )
+    _common.write_json(args.json, {"benchmark": "cka_kernel", "machine": _common.machine(), "rows": rows})
+
+
+def make_grad(backend):
+    """(compile(fn, arity) -> callable computing fn and its gradients, temp-memory probe)."""
+    if backend == "jax":
+        import jax
+
+        def compile_(fn, arity):
+            return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(arity))))
+
+        def memory(fn, features):
+            lowered = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(features))))).lower(*features)
+            analysis = lowered.compile().memory_analysis()
+            return None if analysis is None else int(analysis.temp_size_in_bytes)
+
+        return compile_, memory
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def compile_(fn, arity):
+            @tf.function(jit_compile=True)
+            def step(*f):
+                with tf.GradientTape() as tape:
+                    tape.watch(f)
+                    value = fn(*f)
+                return value, tape.gradient(value, f)
+
+            return lambda *f: step(*[tf.constant(x) for x in f])[0]
+
+        return compile_, lambda fn, features: None
+    import torch
+
+    def compile_(fn, arity):
+        def step(*f):
+            tensors = [torch.tensor(x, requires_grad=True) for x in f]
+            value = fn(*tensors)
+            value.backward()
+            return value
+
+        return step
+
+    return compile_, lambda fn, features: None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Train-step time of ResNet-32 (CIFAR shape, batch 128) with CKA-SR vs without.
+
+Taps every residual block output (3 stages x 5 blocks, compared within a stage, as the
+reference code) and prints, per setting, the measured overhead beside the FLOP floor:
+1 + (FLOPs of the Gram products, forward and backward, per step) / (FLOPs of the plain
+train step). Goals: <= 1.10x at the reference defaults (num_samples=8, every_n_steps=5);
+within 1.5x of the floor with all samples every step.
+
+    python benchmarks/cka_overhead.py --backend jax --steps 10 --warmup 2
+"""
+
+import sys
+import time
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import _common  # noqa: E402
+
+SETTINGS = [(None, 1), (None, 5), (32, 1), (32, 5), (8, 1), (8, 5)]
+
+
+def main():
+    p = _common.parser(__doc__, steps=10, warmup=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--depth", type=int, default=32)
+    args = p.parse_args()
+    _common.select_backend(args.backend)
+    import keras
+    import numpy as np
+
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, zoo
+
+    batch = args.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * max(args.steps, args.warmup), 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=len(x)).astype("int32")
+
+    def step_time(num_samples=None, every=None):
+        keras.utils.clear_session()
+        keras.utils.set_random_seed(0)
+        model = zoo.cifar_resnet(args.depth, (32, 32, 3), 10)
+        if every is not None:
+            loss = CKASimilarityLoss(weight=1e-4, num_samples=num_samples, every_n_steps=every)
+            model = attach_cka_loss(model, zoo.tap_groups(model), loss)
+        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x[: batch * args.warmup], y[: batch * args.warmup], batch_size=batch, verbose=0)
+        start = time.perf_counter()
+        model.fit(x[: batch * args.steps], y[: batch * args.steps], batch_size=batch, verbose=0)
+        return (time.perf_counter() - start) / args.steps, model
+
+    plain_first, plain_model = step_time()
+    step_flops = 3 * forward_flops(plain_model, batch)
+    dims = [int(np.prod(plain_model.get_layer(n).output.shape[1:]))
+            for g in zoo.tap_groups(plain_model) for n in g]
+    rows = []
+    for num_samples, every in SETTINGS:
+        seconds, _ = step_time(num_samples, every)
+        rows.append((num_samples, every, seconds))
+    plain_last, _ = step_time()
+    plain = (plain_first + plain_last) / 2
+    print(f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
+          f"(first {1e3 * plain_first:.1f}, last {1e3 * plain_last:.1f}) "
+          f"plain step FLOPs={step_flops / 1e9:.2f}G")
+    results = []
+    for num_samples, every, seconds in rows:
+        n = batch if num_samples is None else min(num_samples, batch)
+        gram_flops = sum(4 * n * n * d for d in dims) / every  # X X^T forward + backward
+        floor = 1 + gram_flops / step_flops
+        overhead = seconds / plain
+        label = "all" if num_samples is None else num_samples
+        print(f"num_samples={label} every_n_steps={every} overhead={overhead:.3f}x floor={floor:.3f}x "
+              f"(step {1e3 * seconds:.1f}ms)", flush=True)
+        results.append({"num_samples": label, "every_n_steps": every, "step_s": seconds,
+                        "overhead": overhead, "floor": floor})
+    _common.write_json(args.json, {
+        "benchmark": "cka_overhead", "machine": _common.machine(), "depth": args.depth,
+        "batch_size": batch, "plain_step_s": plain, "plain_step_flops": step_flops, "rows": results,
+    })
+
+
+def forward_flops(model, batch):
+    """Multiply-add FLOPs (x2) of the convolutions and dense layers, forward, per batch."""
+    import keras
+    import numpy as np
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            out = layer.output.shape
+            kh, kw, cin, cout = layer.kernel.shape
+            total += 2 * out[1] * out[2] * kh * kw * cin * cout
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * int(np.prod(layer.kernel.shape))
+    return total * batch
+
+
+if __name__ == "__main__":
+    main()

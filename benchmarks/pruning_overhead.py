@@ -1,0 +1,79 @@
+"""Train-step time of one small CNN: (a) plain Keras 3, (b) our pruning wrapper,
+(c) tfmot on tf_keras — measured in one process, printed as ratios to (a).
+
+(c) needs tf_keras and tensorflow-model-optimization (the `test` extra); it always runs
+on TensorFlow, whatever `--backend` Keras 3 uses. Goal: (b) no slower than (c).
+
+    python benchmarks/pruning_overhead.py --backend tensorflow --steps 50
+"""
+
+import sys
+import time
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+import _common  # noqa: E402
+
+BATCH = 64
+
+
+def main():
+    args = _common.parser(__doc__, steps=50, warmup=5).parse_args()
+    _common.select_backend(args.backend)
+    import keras
+    import numpy as np
+
+    from keras_cka_sr import pruning
+
+    rng = np.random.default_rng(0)
+    n = BATCH * max(args.steps, args.warmup)
+    x = rng.normal(size=(n, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, size=n).astype("int32")
+
+    def cnn(lib):
+        L = lib.layers
+        inp = lib.Input((28, 28, 1))
+        h = L.Conv2D(32, 3, activation="relu")(inp)
+        h = L.Conv2D(64, 3, activation="relu")(h)
+        h = L.MaxPooling2D()(h)
+        h = L.Flatten()(h)
+        h = L.Dense(128, activation="relu")(h)
+        return lib.Model(inp, L.Dense(10)(h))
+
+    def timed(model, lib, callbacks):
+        model.compile(lib.optimizers.Adam(1e-3),
+                      lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x[: BATCH * args.warmup], y[: BATCH * args.warmup], batch_size=BATCH,
+                  verbose=0, callbacks=callbacks)
+        start = time.perf_counter()
+        model.fit(x[: BATCH * args.steps], y[: BATCH * args.steps], batch_size=BATCH,
+                  verbose=0, callbacks=callbacks)
+        return (time.perf_counter() - start) / args.steps
+
+    schedule_args = (0.0, 0.9, 0, args.steps + args.warmup, 3, 10)
+    results = {"plain_keras3": timed(cnn(keras), keras, [])}
+    ours = pruning.prune_low_magnitude(cnn(keras), pruning.PolynomialDecay(*schedule_args))
+    results["ours_keras3"] = timed(ours, keras, [pruning.UpdatePruningStep()])
+    try:
+        import tensorflow_model_optimization as tfmot
+        import tf_keras
+
+        theirs = tfmot.sparsity.keras.prune_low_magnitude(
+            cnn(tf_keras), pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(*schedule_args)
+        )
+        results["tfmot_tf_keras"] = timed(
+            theirs, tf_keras, [tfmot.sparsity.keras.UpdatePruningStep()]
+        )
+        results["plain_tf_keras"] = timed(cnn(tf_keras), tf_keras, [])
+    except ImportError as error:
+        print(f"tfmot not available ({error}); install the `test` extra for column (c)")
+    base = results["plain_keras3"]
+    line = " ".join(f"{k}={1e3 * v:.2f}ms ({v / base:.2f}x)" for k, v in results.items())
+    print(f"backend={args.backend} batch={BATCH} steps={args.steps}: {line}")
+    if "tfmot_tf_keras" in results:
+        print(f"ours/tfmot step time = {results['ours_keras3'] / results['tfmot_tf_keras']:.2f}x")
+    _common.write_json(args.json, {"benchmark": "pruning_overhead", "machine": _common.machine(),
+                                   "step_s": results})
+
+
+if __name__ == "__main__":
+    main()
