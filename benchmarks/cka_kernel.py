@@ -10,6 +10,7 @@ Prints which path (gram/feature) `method="auto"` takes for each case.
     python benchmarks/cka_kernel.py --backend jax --steps 20
 """
 
+import os
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
@@ -99,7 +100,7 @@ def make_grad(backend):
         import tensorflow as tf
 
         def compile_(fn, arity):
-            @tf.function(jit_compile=True)
+            @tf.function(jit_compile=os.environ.get("CKA_BENCH_XLA", "1") == "1")
             def step(*f):
                 with tf.GradientTape() as tape:
                     tape.watch(f)

@@ -74,20 +74,23 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, widths=(16, 32,
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, ...); got {depth}.")
     blocks = (depth - 2) // 6
     init = dict(kernel_initializer="he_normal", use_bias=False)
+    # momentum 0.9 = PyTorch's BatchNorm default (0.1), as in the reference code; Keras'
+    # 0.99 leaves the moving statistics far behind in short or pruned training.
+    bn = dict(momentum=0.9)
     inp = keras.Input(input_shape, name="image")
     x = layers.Conv2D(widths[0], 3, padding="same", name="stem_conv", **init)(inp)
-    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.ReLU(name="stem_relu")(layers.BatchNormalization(name="stem_bn", **bn)(x))
     for s, width in enumerate(widths, start=1):
         for b in range(1, blocks + 1):
             prefix = f"stage{s}_block{b}"
             stride = 2 if s > 1 and b == 1 else 1
             y = layers.Conv2D(width, 3, strides=stride, padding="same", name=f"{prefix}_conv1", **init)(x)
-            y = layers.ReLU(name=f"{prefix}_relu1")(layers.BatchNormalization(name=f"{prefix}_bn1")(y))
+            y = layers.ReLU(name=f"{prefix}_relu1")(layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(y))
             y = layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv2", **init)(y)
-            y = layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+            y = layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(y)
             if stride != 1 or x.shape[-1] != width:
                 x = layers.Conv2D(width, 1, strides=stride, name=f"{prefix}_proj", **init)(x)
-                x = layers.BatchNormalization(name=f"{prefix}_proj_bn")(x)
+                x = layers.BatchNormalization(name=f"{prefix}_proj_bn", **bn)(x)
             x = layers.ReLU(name=f"{prefix}_out")(layers.Add(name=f"{prefix}_add")([x, y]))
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name=f"resnet{depth}")
