@@ -6,9 +6,10 @@ reference code) and prints, per setting, the measured overhead beside the FLOP f
 train step). Goals: <= 1.10x at the reference defaults (num_samples=8, every_n_steps=5);
 within 1.5x of the floor with all samples every step.
 
-    python benchmarks/cka_overhead.py --backend jax --steps 10 --warmup 2
+    python benchmarks/cka_overhead.py --backend jax --steps 5 --warmup 2 --rounds 3
 """
 
+import statistics
 import sys
 import time
 
@@ -22,6 +23,7 @@ def main():
     p = _common.parser(__doc__, steps=10, warmup=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--depth", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     args = p.parse_args()
     _common.select_backend(args.backend)
     import keras
@@ -34,8 +36,7 @@ def main():
     x = rng.normal(size=(batch * max(args.steps, args.warmup), 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, size=len(x)).astype("int32")
 
-    def step_time(num_samples=None, every=None):
-        keras.utils.clear_session()
+    def build(num_samples=None, every=None):
         keras.utils.set_random_seed(0)
         model = zoo.cifar_resnet(args.depth, (32, 32, 3), 10)
         if every is not None:
@@ -44,23 +45,31 @@ def main():
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x[: batch * args.warmup], y[: batch * args.warmup], batch_size=batch, verbose=0)
+        return model
+
+    def seconds_per_step(model):
         start = time.perf_counter()
         model.fit(x[: batch * args.steps], y[: batch * args.steps], batch_size=batch, verbose=0)
-        return (time.perf_counter() - start) / args.steps, model
+        return (time.perf_counter() - start) / args.steps
 
-    plain_first, plain_model = step_time()
+    # Build and warm up every variant, then time them in interleaved rounds, so that
+    # drift in the machine's speed hits all of them alike; report medians.
+    variants = [(None, None)] + SETTINGS
+    models = [build(*v) for v in variants]
+    times = [[] for _ in variants]
+    for _ in range(args.rounds):
+        for i, model in enumerate(models):
+            times[i].append(seconds_per_step(model))
+    medians = [statistics.median(t) for t in times]
+    plain = medians[0]
+    plain_model = models[0]
     step_flops = 3 * forward_flops(plain_model, batch)
     dims = [int(np.prod(plain_model.get_layer(n).output.shape[1:]))
             for g in zoo.tap_groups(plain_model) for n in g]
-    rows = []
-    for num_samples, every in SETTINGS:
-        seconds, _ = step_time(num_samples, every)
-        rows.append((num_samples, every, seconds))
-    plain_last, _ = step_time()
-    plain = (plain_first + plain_last) / 2
+    rows = [(ns, ev, t) for (ns, ev), t in zip(SETTINGS, medians[1:])]
+    spread = max(times[0]) / min(times[0])
     print(f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
-          f"(first {1e3 * plain_first:.1f}, last {1e3 * plain_last:.1f}) "
-          f"plain step FLOPs={step_flops / 1e9:.2f}G")
+          f"(max/min over {args.rounds} rounds {spread:.2f}) plain step FLOPs={step_flops / 1e9:.2f}G")
     results = []
     for num_samples, every, seconds in rows:
         n = batch if num_samples is None else min(num_samples, batch)

@@ -7,6 +7,7 @@ on TensorFlow, whatever `--backend` Keras 3 uses. Goal: (b) no slower than (c).
     python benchmarks/pruning_overhead.py --backend tensorflow --steps 50
 """
 
+import statistics
 import sys
 import time
 
@@ -17,7 +18,9 @@ BATCH = 64
 
 
 def main():
-    args = _common.parser(__doc__, steps=50, warmup=5).parse_args()
+    p = _common.parser(__doc__, steps=50, warmup=5)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    args = p.parse_args()
     _common.select_backend(args.backend)
     import keras
     import numpy as np
@@ -39,20 +42,23 @@ def main():
         h = L.Dense(128, activation="relu")(h)
         return lib.Model(inp, L.Dense(10)(h))
 
-    def timed(model, lib, callbacks):
+    def prepared(model, lib, callbacks):
         model.compile(lib.optimizers.Adam(1e-3),
                       lib.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x[: BATCH * args.warmup], y[: BATCH * args.warmup], batch_size=BATCH,
                   verbose=0, callbacks=callbacks)
+        return model, callbacks
+
+    def seconds_per_step(model, callbacks):
         start = time.perf_counter()
         model.fit(x[: BATCH * args.steps], y[: BATCH * args.steps], batch_size=BATCH,
                   verbose=0, callbacks=callbacks)
         return (time.perf_counter() - start) / args.steps
 
     schedule_args = (0.0, 0.9, 0, args.steps + args.warmup, 3, 10)
-    results = {"plain_keras3": timed(cnn(keras), keras, [])}
+    variants = {"plain_keras3": prepared(cnn(keras), keras, [])}
     ours = pruning.prune_low_magnitude(cnn(keras), pruning.PolynomialDecay(*schedule_args))
-    results["ours_keras3"] = timed(ours, keras, [pruning.UpdatePruningStep()])
+    variants["ours_keras3"] = prepared(ours, keras, [pruning.UpdatePruningStep()])
     try:
         import tensorflow_model_optimization as tfmot
         import tf_keras
@@ -60,17 +66,25 @@ def main():
         theirs = tfmot.sparsity.keras.prune_low_magnitude(
             cnn(tf_keras), pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(*schedule_args)
         )
-        results["tfmot_tf_keras"] = timed(
-            theirs, tf_keras, [tfmot.sparsity.keras.UpdatePruningStep()]
-        )
-        results["plain_tf_keras"] = timed(cnn(tf_keras), tf_keras, [])
+        variants["tfmot_tf_keras"] = prepared(theirs, tf_keras, [tfmot.sparsity.keras.UpdatePruningStep()])
+        variants["plain_tf_keras"] = prepared(cnn(tf_keras), tf_keras, [])
     except ImportError as error:
         print(f"tfmot not available ({error}); install the `test` extra for column (c)")
+    # Interleaved rounds, medians: machine drift hits every variant alike.
+    times = {k: [] for k in variants}
+    for _ in range(args.rounds):
+        for key, (model, callbacks) in variants.items():
+            times[key].append(seconds_per_step(model, callbacks))
+    results = {k: statistics.median(v) for k, v in times.items()}
     base = results["plain_keras3"]
     line = " ".join(f"{k}={1e3 * v:.2f}ms ({v / base:.2f}x)" for k, v in results.items())
     print(f"backend={args.backend} batch={BATCH} steps={args.steps}: {line}")
     if "tfmot_tf_keras" in results:
-        print(f"ours/tfmot step time = {results['ours_keras3'] / results['tfmot_tf_keras']:.2f}x")
+        ours_overhead = results["ours_keras3"] / results["plain_keras3"]
+        tfmot_overhead = results["tfmot_tf_keras"] / results["plain_tf_keras"]
+        print(f"ours/tfmot step time = {results['ours_keras3'] / results['tfmot_tf_keras']:.2f}x; "
+              f"pruning overhead: ours {ours_overhead:.2f}x of plain Keras 3, "
+              f"tfmot {tfmot_overhead:.2f}x of plain tf_keras")
     _common.write_json(args.json, {"benchmark": "pruning_overhead", "machine": _common.machine(),
                                    "step_s": results})
 
