@@ -50,9 +50,7 @@ def summarize(results):
     """One row per (method, sparsity, beta): mean ± std over seeds."""
     rows = {}
     for r in results:
-        c = r["config"]
-        sparsity = c["sparsity"] if c["method"] != "dense" else 0.0
-        rows.setdefault((c["method"], sparsity, c["cka_weight"]), []).append(r)
+        rows.setdefault(_setting(r["config"]), []).append(r)
     summary = []
     for (method, sparsity, beta), runs in sorted(rows.items()):
         acc = np.array([r["test_accuracy"] for r in runs])
@@ -73,31 +71,27 @@ def summarize(results):
     return summary
 
 
+def _setting(config):
+    """(method, sparsity, beta) of a run; dense runs have sparsity 0 whatever was passed."""
+    sparsity = config["sparsity"] if config["method"] != "dense" else 0.0
+    return config["method"], sparsity, config["cka_weight"]
+
+
 def _add_paired_deltas(summary, results):
     """Accuracy gain over beta=0 with the same seeds, and its std over seeds."""
-    by_key = {
-        (r["config"]["method"], r["config"]["sparsity"], r["config"]["cka_weight"], r["config"]["seed"]): r
-        for r in results
-    }
+    by_key = {_setting(r["config"]) + (r["config"]["seed"],): r for r in results}
     for row in summary:
         if row["cka_weight"] == 0:
             continue
         gains = []
         for seed in row["seeds"]:
-            mine = _lookup(by_key, row["method"], row["sparsity_target"], row["cka_weight"], seed)
-            base = _lookup(by_key, row["method"], row["sparsity_target"], 0.0, seed)
+            mine = by_key.get((row["method"], row["sparsity_target"], row["cka_weight"], seed))
+            base = by_key.get((row["method"], row["sparsity_target"], 0.0, seed))
             if mine is not None and base is not None:
                 gains.append(mine["test_accuracy"] - base["test_accuracy"])
         if gains:
             row["gain_mean"] = float(np.mean(gains))
             row["gain_std"] = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
-
-
-def _lookup(by_key, method, sparsity, beta, seed):
-    for (m, s, b, sd), run in by_key.items():
-        if m == method and b == beta and sd == seed and (method == "dense" or s == sparsity):
-            return run
-    return None
 
 
 def format_table(summary):

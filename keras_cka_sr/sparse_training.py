@@ -16,7 +16,8 @@ import numpy as np
 from keras import ops
 
 from keras_cka_sr.pruning.schedules import PruningSchedule, _check_sparsity
-from keras_cka_sr.pruning.wrapper import collect_prunable_layers
+from keras_cka_sr.pruning import registry
+from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 DISTRIBUTIONS = ("erk", "uniform")
 
@@ -105,15 +106,14 @@ def kernel_stats(model, small=1e-3):
     Kernels are those the pruning registry prunes (wrapped or not); biases and
     normalization weights are left out.
     """
-    from keras_cka_sr.pruning import registry
-    from keras_cka_sr.pruning.wrapper import PruneLowMagnitude
-
+    layers = list(model._flatten_layers(include_self=False))
+    wrapped = {id(w.layer) for w in layers if isinstance(w, PruneLowMagnitude)}
     values = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in layers:
         if isinstance(layer, PruneLowMagnitude):
             for weight, mask in zip(layer.pruned_weights, layer.masks):
                 values.append(ops.convert_to_numpy(weight) * ops.convert_to_numpy(mask))
-        elif registry.has_prunable_rule(layer) and layer.built and not _inside_wrapper(layer, model):
+        elif registry.has_prunable_rule(layer) and layer.built and id(layer) not in wrapped:
             values.extend(ops.convert_to_numpy(w) for w in registry.prunable_weights(layer))
     flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
     return {
@@ -122,12 +122,3 @@ def kernel_stats(model, small=1e-3):
         "num_weights": int(flat.size),
         "magnitudes": np.abs(flat),
     }
-
-
-def _inside_wrapper(layer, model):
-    from keras_cka_sr.pruning.wrapper import PruneLowMagnitude
-
-    return any(
-        isinstance(w, PruneLowMagnitude) and w.layer is layer
-        for w in model._flatten_layers(include_self=False)
-    )

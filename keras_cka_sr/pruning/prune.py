@@ -113,11 +113,15 @@ def _clone_with_weights(model, clone_function):
     for old, new in pairs:
         if old is new:
             continue
-        source = old.layer if isinstance(old, PruneLowMagnitude) and not isinstance(new, PruneLowMagnitude) else old
-        if isinstance(new, PruneLowMagnitude) and not isinstance(old, PruneLowMagnitude):
-            new.layer.set_weights(source.get_weights())
-        else:
-            new.set_weights(source.get_weights())
+        _weight_holder(new, old).set_weights(_weight_holder(old, new).get_weights())
         if isinstance(old, PruneLowMagnitude) and isinstance(new, PruneLowMagnitude):
             new.callback_active = old.callback_active
     return clone
+
+
+def _weight_holder(layer, counterpart):
+    """The layer whose weights pair with `counterpart`'s: a wrapper facing a plain layer
+    (wrapping or stripping) gives its inner layer; two wrappers pair whole (masks too)."""
+    if isinstance(layer, PruneLowMagnitude) and not isinstance(counterpart, PruneLowMagnitude):
+        return layer.layer
+    return layer
