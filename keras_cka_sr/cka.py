@@ -16,13 +16,17 @@ for every pair. When features are narrower than the batch, the same quantities a
 computed in feature space instead (`||X^T Y||_F^2` plus O(n d) corrections), which is
 cheaper; `method="auto"` picks the cheaper form from the static shapes.
 
-Numerics: features are cast to at least float32 (float16 Grams overflow) and column
-centered; each Gram matrix (or, in feature space, each feature matrix) is then scaled
-to that of unit-Frobenius-norm features. CKA is invariant to both, so the value is
-unchanged, and the n x n products that follow stay O(1). A layer with zero
-variance (e.g. a dead ReLU layer; numerically: centered norm below 1e-5 of the raw
-norm in float32, 1e-12 in float64) has no defined CKA; we define its CKA with anything,
-itself included, to be 0 (with zero gradient), so the result is always finite.
+Numerics: features are cast to at least float32 (float16 Grams overflow) and shifted
+to a mean of the order of their spread before any product (column-centered in feature
+space; minus the first sample in Gram space, where the Gram centering removes the
+rest), so a large common offset does not cancel digits. Each Gram matrix (or, in
+feature space, each feature matrix) is then scaled to that of unit-Frobenius-norm
+centered features. CKA is invariant to shifts and scale, so the value is unchanged,
+and the n x n products that follow stay O(1). A layer with zero variance (e.g. a dead
+ReLU layer; numerically: centered norm below 1e-5 of the raw norm in float32, 1e-12 in
+float64, the raw norm taken about the first sample in Gram space) has no defined CKA;
+we define its CKA with anything, itself included, to be 0 (with zero gradient), so the
+result is always finite.
 """
 
 import math
@@ -62,7 +66,10 @@ def cka_matrix(features, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto")
     features = _check_features(features, min_count=1)
     count = len(features)
     pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
-    hsic, self_hsic = _hsic_terms(features, pairs, unbiased, method)
+    features, dtype, method = _resolve(features, pairs, unbiased, method)
+    if method == "gram":
+        return _gram_cka_matrix(features, unbiased, epsilon, dtype)
+    hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
     diag = _normalize(self_hsic, self_hsic, self_hsic, epsilon)
     # Constant 0/1 maps place the diagonal and both triangles: no scatter needed.
     place_diag = np.zeros((count * count, count))
@@ -84,8 +91,13 @@ def pairwise_cka(features, pairs, unbiased=False, epsilon=DEFAULT_EPSILON, metho
     however many pairs it appears in.
     """
     features = _check_features(features, min_count=1)
-    pairs = _check_pairs(pairs, len(features))
-    hsic, self_hsic = _hsic_terms(features, pairs, unbiased, method)
+    count = len(features)
+    pairs = _check_pairs(pairs, count)
+    features, dtype, method = _resolve(features, pairs, unbiased, method)
+    if method == "gram":
+        matrix = _gram_cka_matrix(features, unbiased, epsilon, dtype)
+        return ops.take(ops.reshape(matrix, (-1,)), [i * count + j for i, j in pairs], axis=0)
+    hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
     return _pair_cka(hsic, self_hsic, pairs, epsilon)
 
 
@@ -156,9 +168,10 @@ def _compute_dtype(x):
     return "float64" if backend.standardize_dtype(x.dtype) == "float64" else "float32"
 
 
-def _flatten_center(x, dtype):
-    """Cast, flatten to (n, d) and center columns; also returns n * ||column mean||^2."""
-    x = ops.cast(x, dtype)
+def _flatten(x, dtype):
+    """Cast and flatten to (n, d)."""
+    if backend.standardize_dtype(x.dtype) != dtype:
+        x = ops.cast(x, dtype)
     shape = tuple(x.shape)
     if any(s is None for s in shape[1:]):
         raise ValueError(
@@ -166,6 +179,12 @@ def _flatten_center(x, dtype):
         )
     if len(shape) != 2:
         x = ops.reshape(x, (-1, int(math.prod(shape[1:]))))
+    return x
+
+
+def _flatten_center(x, dtype):
+    """Cast, flatten to (n, d) and center columns; also returns n * ||column mean||^2."""
+    x = _flatten(x, dtype)
     mean = ops.mean(x, axis=0, keepdims=True)
     n = ops.cast(ops.shape(x)[0], dtype)
     mean_part = ops.stop_gradient(n * ops.sum(ops.square(mean)))
@@ -175,7 +194,9 @@ def _flatten_center(x, dtype):
 def _inverse_norm2(sq, mean_part, dtype):
     """1 / ||X_c||^2, or 0 for zero variance.
 
-    `sq = ||X_c||^2`; the raw squared norm is `sq + mean_part`. Constant features leave
+    `sq = ||X_c||^2`; the raw squared norm is `sq + mean_part`, with `mean_part`
+    `n ||mean||^2` (feature space) or `n ||first sample||^2` (Gram space: nearly the
+    same wherever the test matters, as the variance is then tiny). Constant features leave
     only rounding noise after centering; scaling that up would invent structure, so
     they count as zero variance.
     """
@@ -191,15 +212,20 @@ def _prepare(x, dtype):
     return x * ops.sqrt(inv)
 
 
-def _unit_gram(x, dtype):
-    """Gram matrix of the centered features scaled to unit-norm features.
+def _shifted_gram(x, dtype):
+    """Gram matrix of the features minus their first sample, and ||first sample||^2.
 
-    The scaling is applied to the n x n Gram (its trace is ||X_c||^2), not to the
-    n x d features: one pass over the features fewer, forward and backward.
+    Double- and U-centering of a Gram matrix remove any constant row added to every
+    sample, so the features need not be column-centered here: subtracting one sample
+    is as accurate (the result has a mean of the order of the spread) and skips a
+    pass over the features for their mean. The shift is a constant to autodiff; that
+    is exact, as the CKA does not change along shifts (its gradient has zero column
+    sums).
     """
-    xc, mean_part = _flatten_center(x, dtype)
-    k = ops.matmul(xc, ops.transpose(xc))
-    return k * _inverse_norm2(ops.trace(k), mean_part, dtype)
+    x = _flatten(x, dtype)
+    first = ops.stop_gradient(x[0])
+    x = x - first
+    return ops.matmul(x, ops.transpose(x)), ops.vdot(first, first)
 
 
 def _tiny(dtype):
@@ -213,12 +239,8 @@ def _num_samples(features):
     return None
 
 
-def _hsic_terms(features, pairs, unbiased, method):
-    """Scaled HSIC for each pair and for each layer with itself.
-
-    Scaled means multiplied by a positive constant common to all pairs (it cancels in
-    CKA): `n(n-3) HSIC_u` or `(n-1)^2 HSIC_b`.
-    """
+def _resolve(features, pairs, unbiased, method):
+    """Validates; returns the features as tensors, the compute dtype and the method."""
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
     n_static = _num_samples(features)
@@ -234,19 +256,36 @@ def _hsic_terms(features, pairs, unbiased, method):
             raise ValueError(
                 f"Feature dimensions after the batch axis must be known; got shape {tuple(f.shape)}."
             )
-    dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
     if method == "auto":
+        dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
         method = choose_method(dims, n_static, pairs)
-    if method == "gram":
-        centered = [_center_gram(_unit_gram(f, dtype), unbiased) for f in features]
-        flat = ops.stack([ops.reshape(c, (-1,)) for c in centered], axis=0)
-        inner = ops.matmul(flat, ops.transpose(flat))
-        self_hsic = ops.diagonal(inner)
-        if not pairs:
-            return None, self_hsic
-        idx = [i * len(features) + j for i, j in pairs]
-        hsic = ops.take(ops.reshape(inner, (-1,)), idx, axis=0)
-        return hsic, self_hsic
+    return features, dtype, method
+
+
+def _gram_cka_matrix(features, unbiased, epsilon, dtype):
+    """(L, L) CKA from the L centered, unit-scaled Gram matrices, batched as (L, n, n).
+
+    HSIC (times a positive constant common to all entries, which cancels) is the
+    inner product of two centered Grams.
+    """
+    grams, offsets = zip(*[_shifted_gram(f, dtype) for f in features])
+    k = ops.stack(grams)
+    n = ops.cast(ops.shape(k)[-1], dtype)
+    # ||X_c||^2 = tr(H K H) for the Gram K of the shifted features.
+    sq = ops.trace(k, axis1=1, axis2=2) - ops.sum(k, axis=(1, 2)) / n
+    k = k * _inverse_norm2(sq, n * ops.stack(offsets), dtype)[:, None, None]
+    flat = ops.reshape(_center_gram(k, unbiased), (len(features), -1))
+    inner = ops.matmul(flat, ops.transpose(flat))
+    diag = ops.diagonal(inner)
+    return _normalize(inner, diag[:, None], diag[None, :], epsilon)
+
+
+def _feature_hsic_terms(features, pairs, unbiased, dtype):
+    """Scaled HSIC for each pair and for each layer with itself, in feature space.
+
+    Scaled means multiplied by a positive constant common to all pairs (it cancels in
+    CKA): `n(n-3) HSIC_u` or `(n-1)^2 HSIC_b`.
+    """
     xs = [_prepare(f, dtype) for f in features]
     stats = [_feature_stats(x) for x in xs]
     self_hsic = ops.stack([_feature_hsic(x, x, s, s, unbiased) for x, s in zip(xs, stats)])
@@ -259,22 +298,20 @@ def _hsic_terms(features, pairs, unbiased, method):
 
 
 def _center_gram(k, unbiased):
-    """Double-centering (biased) or U-centering (unbiased) of a Gram matrix."""
-    n_int = ops.shape(k)[0]
+    """Double-centering (biased) or U-centering (unbiased) of Gram matrices (..., n, n)."""
+    n_int = ops.shape(k)[-1]
     n = ops.cast(n_int, k.dtype)
-    eye = ops.eye(n_int, dtype=k.dtype)
     if not unbiased:
-        # Columns of x are already centered, so K = H K H; re-centering only
-        # removes rounding error and keeps the form self-contained.
-        row = ops.mean(k, axis=1, keepdims=True)
-        col = ops.mean(k, axis=0, keepdims=True)
-        return k - row - col + ops.mean(k)
-    k = k * (1.0 - eye)
-    row = ops.sum(k, axis=1, keepdims=True)
-    col = ops.sum(k, axis=0, keepdims=True)
-    total = ops.sum(row)
+        row = ops.mean(k, axis=-1, keepdims=True)
+        col = ops.mean(k, axis=-2, keepdims=True)
+        return k - row - col + ops.mean(k, axis=(-2, -1), keepdims=True)
+    off_diag = 1.0 - ops.eye(n_int, dtype=k.dtype)
+    k = k * off_diag
+    row = ops.sum(k, axis=-1, keepdims=True)
+    col = ops.sum(k, axis=-2, keepdims=True)
+    total = ops.sum(row, axis=-2, keepdims=True)
     u = k - (row + col) / (n - 2.0) + total / ((n - 1.0) * (n - 2.0))
-    return u * (1.0 - eye)
+    return u * off_diag
 
 
 def _feature_stats(x):

@@ -86,6 +86,20 @@ def test_invariant_to_constant_shift(rng, unbiased):
 
 @pytest.mark.parametrize("method", ["gram", "feature"])
 @pytest.mark.parametrize("unbiased", [False, True])
+def test_features_with_a_large_mean_keep_float32_accuracy(rng, unbiased, method):
+    # Mean 3000x the spread, as after a large bias: centering must not cancel digits.
+    x, y = related(rng, 16, (40,), (12,))
+    x = (x + 3000.0 * rng.normal(size=(1, 40))).astype("float32")
+    # The oracle's raw-Gram formulas cancel digits even in float64 here; CKA is shift
+    # invariant, so it is given the same features centered in float64.
+    x64 = x.astype("float64")
+    expected = oracle.cka(x64 - x64.mean(axis=0), y, unbiased=unbiased)
+    got = cka.pairwise_cka([x, y], [(0, 1)], unbiased=unbiased, method=method)
+    np.testing.assert_allclose(ops.convert_to_numpy(got)[0], expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gram", "feature"])
+@pytest.mark.parametrize("unbiased", [False, True])
 def test_zero_variance_layer_gives_zero_not_nan(rng, unbiased, method):
     x = rng.normal(size=(8, 5)).astype("float32")
     dead = np.full((8, 2, 2, 3), 0.7, dtype="float32")  # e.g. a dead ReLU layer plus bias
