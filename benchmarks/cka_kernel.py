@@ -24,8 +24,14 @@ CASES = {
 }
 
 
-def main():
-    args = _common.parser(__doc__, steps=20, warmup=3).parse_args()
+def main(argv=None):
+    p = _common.parser(__doc__, steps=20, warmup=3)
+    p.add_argument("--cases", default=",".join(CASES),
+                   help=f"comma-separated subset of {', '.join(CASES)}")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.cases.split(",")) - set(CASES))
+    if unknown:
+        p.error(f"unknown --cases {unknown}; choose from {list(CASES)}")
     _common.select_backend(args.backend)
     import numpy as np
     from keras import ops
@@ -34,7 +40,8 @@ def main():
 
     grad_fn, memory, to_inputs = make_grad(args.backend)
     rows = []
-    for name, (n, shapes) in CASES.items():
+    for name in args.cases.split(","):
+        n, shapes = CASES[name]
         rng = np.random.default_rng(0)
         features = [rng.normal(size=(n,) + s).astype("float32") for s in shapes]
         stage = len(shapes) // 3 if name.startswith("resnet") else len(shapes)
@@ -80,7 +87,9 @@ def main():
             f"naive/ours={result['naive_over_ours']:.2f}x{mem}",
             flush=True,
         )
-    _common.write_json(args.json, {"benchmark": "cka_kernel", "machine": _common.machine(), "rows": rows})
+    payload = {"benchmark": "cka_kernel", "machine": _common.machine(), "rows": rows}
+    _common.write_json(args.json, payload)
+    return payload
 
 
 def make_grad(backend):

@@ -24,14 +24,14 @@ import _common  # noqa: E402
 SETTINGS = [(None, 1), (None, 5), (32, 1), (32, 5), (8, 1), (8, 5)]
 
 
-def main():
+def main(argv=None):
     p = _common.parser(__doc__, steps=10, warmup=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--depth", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     p.add_argument("--settings", type=parse_settings, default=SETTINGS,
                    help="comma-separated num_samples:every_n_steps, e.g. all:1,8:5 (default: all six)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     _common.select_backend(args.backend)
     import keras
     import numpy as np
@@ -96,10 +96,12 @@ def main():
               f"(step {1e3 * seconds:.1f}ms)", flush=True)
         results.append({"num_samples": label, "every_n_steps": every, "step_s": seconds,
                         "overhead": overhead, "floor": floor})
-    _common.write_json(args.json, {
+    payload = {
         "benchmark": "cka_overhead", "machine": _common.machine(), "depth": args.depth,
         "batch_size": batch, "plain_step_s": plain, "plain_step_flops": step_flops, "rows": results,
-    })
+    }
+    _common.write_json(args.json, payload)
+    return payload
 
 
 def parse_settings(text):

@@ -44,7 +44,11 @@ def tap_groups(model):
             groups.setdefault("all", []).append(name)
     result = [g for g in groups.values() if len(g) >= 2]
     if not result:
-        raise ValueError(f"Model {model.name!r} has no tapped layers (named stage*_out or tap_*).")
+        raise ValueError(
+            f"Model {model.name!r} has no group of at least 2 tapped layers (named stage*_out "
+            f"or tap_*) to compare; found {groups or 'none'}. For a CIFAR ResNet, use a depth of "
+            "at least 14 (2 blocks per stage)."
+        )
     return result
 
 

@@ -1,0 +1,58 @@
+"""The benchmark scripts run end to end at tiny settings and report what they promise.
+
+Timings are not asserted (these machines are noisy); only that every figure is there.
+"""
+
+import importlib.util
+import json
+import os
+
+import keras
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def common_args(tmp_path, steps):
+    return ["--backend", keras.backend.backend(), "--steps", str(steps), "--warmup", "1",
+            "--json", str(tmp_path / "result.json")]
+
+
+def test_cka_overhead_reports_every_setting(tmp_path):
+    argv = common_args(tmp_path, 5) + ["--depth", "14", "--batch-size", "8", "--rounds", "1",
+                                       "--settings", "all:1,4:5"]
+    payload = load("cka_overhead").main(argv)
+    rows = payload["rows"]
+    assert [(r["num_samples"], r["every_n_steps"]) for r in rows] == [("all", 1), (4, 5)]
+    assert all(r["overhead"] > 0 and r["floor"] >= 1.0 for r in rows)
+    assert json.loads((tmp_path / "result.json").read_text())["rows"] == rows
+
+
+def test_cka_overhead_rejects_bad_settings(capsys):
+    with pytest.raises(SystemExit):
+        load("cka_overhead").main(["--backend", keras.backend.backend(), "--settings", "all"])
+    assert "num_samples:every_n_steps" in capsys.readouterr().err
+
+
+def test_cka_kernel_shows_both_paths(tmp_path):
+    argv = common_args(tmp_path, 1) + ["--cases", "resnet32_blocks_n8,mlp_features_n512_d64"]
+    rows = load("cka_kernel").main(argv)["rows"]
+    assert [r["path"] for r in rows] == ["gram", "feature"]
+    assert all(r[f"{k}_s"] > 0 for r in rows for k in ("ours", "floor", "naive"))
+
+
+def test_pruning_overhead_prunes_both_libraries(tmp_path):
+    pytest.importorskip("tensorflow_model_optimization")
+    payload = load("pruning_overhead").main(common_args(tmp_path, 10) + ["--rounds", "1"])
+    assert set(payload["step_s"]) == {"plain_keras3", "ours_keras3", "tfmot_tf_keras", "plain_tf_keras"}
+    # 11 steps, PolynomialDecay to 0.9 ending at step 11, masks updated at step 10.
+    sparsity = payload["kernel_sparsity"]
+    assert sparsity["ours_keras3"] == pytest.approx(0.9 * (1 - (1 / 11) ** 3), abs=2e-3)
+    assert sparsity["tfmot_tf_keras"] == pytest.approx(sparsity["ours_keras3"], abs=2e-3)
