@@ -3,21 +3,16 @@
 Timings are not asserted (these machines are noisy); only that every figure is there.
 """
 
-import importlib.util
 import json
-import os
 
 import keras
 import pytest
 
-BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+from tests.scripts import load_script
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks", name)
 
 
 def common_args(tmp_path, steps):

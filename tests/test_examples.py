@@ -1,20 +1,15 @@
 """The example scripts run (tiny settings), so they stay true."""
 
-import importlib.util
-import os
-
 import keras
 import pytest
 
+from tests.scripts import load_script
+
 pytest.importorskip("mlxtend")
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples", name)
 
 
 def test_attach_to_functional_model():
