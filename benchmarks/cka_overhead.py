@@ -14,6 +14,7 @@ competes with the step for a core and made TensorFlow step times jump between tw
 modes 2x apart, whichever variant ran.
 """
 
+import argparse
 import statistics
 import sys
 import time
@@ -32,6 +33,8 @@ def main(argv=None):
     p.add_argument("--settings", type=parse_settings, default=SETTINGS,
                    help="comma-separated num_samples:every_n_steps, e.g. all:1,8:5 (default: all six)")
     args = p.parse_args(argv)
+    if args.steps % 5:
+        p.error(f"--steps must be a multiple of 5 (every_n_steps=5 pays one step in 5); got {args.steps}")
     _common.select_backend(args.backend)
     import keras
     import numpy as np
@@ -40,8 +43,6 @@ def main(argv=None):
 
     batch = args.batch_size
     rng = np.random.default_rng(0)
-    if args.steps % 5:
-        p.error(f"--steps must be a multiple of 5 (every_n_steps=5 pays one step in 5); got {args.steps}")
     count = max(args.steps, args.warmup)
     xs = [rng.normal(size=(batch, 32, 32, 3)).astype("float32") for _ in range(count)]
     ys = [rng.integers(0, 10, size=batch).astype("int32") for _ in range(count)]
@@ -55,7 +56,7 @@ def main(argv=None):
         model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         for i in range(args.warmup):
-            model.train_on_batch(xs[i % len(xs)], ys[i % len(ys)])
+            model.train_on_batch(xs[i], ys[i])
         return model
 
     def seconds_per_step(model):
@@ -111,7 +112,7 @@ def parse_settings(text):
         try:
             settings.append((None if samples == "all" else int(samples), int(every)))
         except ValueError:
-            raise __import__("argparse").ArgumentTypeError(
+            raise argparse.ArgumentTypeError(
                 f"expected num_samples:every_n_steps (e.g. all:1 or 8:5); got {item!r}")
     return settings
 

@@ -169,14 +169,10 @@ def _compute_dtype(x):
 
 
 def _flatten(x, dtype):
-    """Cast and flatten to (n, d)."""
+    """Cast and flatten to (n, d); `_resolve` has checked that d is known."""
     if backend.standardize_dtype(x.dtype) != dtype:
         x = ops.cast(x, dtype)
     shape = tuple(x.shape)
-    if any(s is None for s in shape[1:]):
-        raise ValueError(
-            f"Feature dimensions after the batch axis must be known; got shape {shape}."
-        )
     if len(shape) != 2:
         x = ops.reshape(x, (-1, int(math.prod(shape[1:]))))
     return x
