@@ -1,4 +1,4 @@
-"""keras-cka-sr: CKA-SR (Ni et al., ICML 2023) sparsity regularization for Keras 3."""
+"""keras-cka-sr: CKA-SR (Ni et al., arXiv 2307.07389, 2023) sparsity regularization for Keras 3."""
 
 from keras_cka_sr import cka
 from keras_cka_sr.layers import CKARegularization

@@ -101,6 +101,11 @@ def pairwise_cka(features, pairs, unbiased=False, epsilon=DEFAULT_EPSILON, metho
     return _pair_cka(hsic, self_hsic, pairs, epsilon)
 
 
+def min_samples(unbiased: bool) -> int:
+    """Fewest samples the estimator is defined for: 4 unbiased ((n-1)(n-2)(n-3) > 0), 2 biased."""
+    return 4 if unbiased else 2
+
+
 def choose_method(feature_dims, num_samples, pairs):
     """Return "gram" or "feature", whichever form costs fewer multiply-adds.
 
@@ -169,13 +174,15 @@ def _compute_dtype(x):
 
 
 def _flatten(x, dtype):
-    """Cast and flatten to (n, d); `_resolve` has checked that d is known."""
+    """Cast and flatten to (n, d); d may be known only at run time (e.g. a sequence length)."""
     if backend.standardize_dtype(x.dtype) != dtype:
         x = ops.cast(x, dtype)
     shape = tuple(x.shape)
-    if len(shape) != 2:
-        x = ops.reshape(x, (-1, int(math.prod(shape[1:]))))
-    return x
+    if len(shape) == 2:
+        return x
+    if all(d is not None for d in shape[1:]):
+        return ops.reshape(x, (-1, int(math.prod(shape[1:]))))
+    return ops.reshape(x, (ops.shape(x)[0], -1))
 
 
 def _flatten_center(x, dtype):
@@ -198,6 +205,7 @@ def _inverse_norm2(sq, mean_part, dtype):
     """
     rel = _ZERO_VARIANCE_RATIO[dtype]
     ok = ops.logical_and(sq > _tiny(dtype), sq > (rel * rel) * (sq + mean_part))
+    ok = _or_non_finite(ok, sq)
     return ops.where(ok, 1.0 / ops.where(ok, sq, ops.ones_like(sq)), ops.zeros_like(sq))
 
 
@@ -240,21 +248,21 @@ def _resolve(features, pairs, unbiased, method):
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
     n_static = _num_samples(features)
-    if unbiased and n_static is not None and n_static < 4:
+    needed = min_samples(unbiased)
+    if n_static is not None and n_static < needed:
         raise ValueError(
-            "The unbiased HSIC estimator needs at least 4 samples; got a batch of "
-            f"n={n_static}. Use a larger batch (or drop_remainder), or unbiased=False."
+            f"The {'unbiased' if unbiased else 'biased'} HSIC estimator needs at least "
+            f"{needed} samples; got a batch of n={n_static}. Use a larger batch"
+            f"{', or unbiased=False' if unbiased else ''}."
         )
     features = [ops.convert_to_tensor(f) for f in features]
     dtype = "float64" if all(_compute_dtype(f) == "float64" for f in features) else "float32"
-    for f in features:
-        if any(d is None for d in tuple(f.shape)[1:]):
-            raise ValueError(
-                f"Feature dimensions after the batch axis must be known; got shape {tuple(f.shape)}."
-            )
     if method == "auto":
-        dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
-        method = choose_method(dims, n_static, pairs)
+        shapes = [tuple(f.shape)[1:] for f in features]
+        if any(d is None for shape in shapes for d in shape):
+            method = "gram"  # feature widths known only at run time: n x n is the safe size
+        else:
+            method = choose_method([int(math.prod(s)) for s in shapes], n_static, pairs)
     return features, dtype, method
 
 
@@ -338,12 +346,26 @@ def _normalize(hsic, self_a, self_b, epsilon):
     """hsic / sqrt(self_a self_b), defined as 0 where the denominator is tiny.
 
     Negative self terms can only come from rounding (they are squared norms of
-    centered Grams); they are clamped to 0, which also guards the square root.
+    centered Grams); they are clamped to 0, which also guards the square root. NaN
+    (from non-finite features) is not tiny: it propagates, so value and gradient agree.
     """
-    prod = ops.maximum(self_a, 0.0) * ops.maximum(self_b, 0.0)
-    ok = prod > epsilon * epsilon
+    prod = _clamp_negative(self_a) * _clamp_negative(self_b)
+    ok = _or_non_finite(prod > epsilon * epsilon, prod)
     denom = ops.sqrt(ops.where(ok, prod, ops.ones_like(prod)))
     return ops.where(ok, hsic / denom, ops.zeros_like(hsic))
+
+
+def _or_non_finite(ok, x):
+    """`ok`, or `x` is NaN/inf: non-finite input takes the computing branch and propagates.
+
+    (Not `not (x <= t)`: TF's graph optimizer rewrites that to `x > t`, which drops NaN.)
+    """
+    return ops.logical_or(ok, ops.logical_not(ops.isfinite(x)))
+
+
+def _clamp_negative(x):
+    """max(x, 0) that keeps NaN (backends disagree on NaN in `maximum`)."""
+    return ops.where(x < 0.0, ops.zeros_like(x), x)
 
 
 def _pair_cka(hsic, self_hsic, pairs, epsilon):

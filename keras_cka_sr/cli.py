@@ -9,11 +9,29 @@ import time
 
 import numpy as np
 
+from keras_cka_sr._validation import check_float, check_int
+
+
+def _typed(check, **bounds):
+    """An argparse `type` that parses a number and checks it with `keras_cka_sr._validation`."""
+
+    def parse(text):
+        try:
+            number = float(text) if check is check_float else int(text)
+            return check("value", number, **bounds)
+        except (TypeError, ValueError) as error:
+            message = str(error).replace("`value` must be", "must be")
+            if "must be" not in message:
+                message = f"must be {'a number' if check is check_float else 'an int'}; got {text!r}."
+            raise argparse.ArgumentTypeError(message) from None
+
+    return parse
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-cka-sr",
-        description="CKA-SR (Ni et al., ICML 2023) sparse training on Keras 3.",
+        description="CKA-SR (Ni et al., arXiv 2307.07389, 2023) sparse training on Keras 3.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
@@ -23,22 +41,30 @@ def build_parser():
     )
     from keras_cka_sr import datasets, experiment, zoo
 
+    positive = _typed(check_int, minimum=1)
     train.add_argument("--dataset", default="mnist5k", choices=datasets.NAMES)
     train.add_argument("--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)")
     train.add_argument("--model", default="lenet5", choices=zoo.NAMES)
     train.add_argument("--method", nargs="+", default=["gmp"], choices=experiment.METHODS)
-    train.add_argument("--sparsity", nargs="+", type=float, default=[0.95])
-    train.add_argument("--cka-weight", nargs="+", type=float, default=[1e-4], help="beta; 0 disables CKA-SR")
-    train.add_argument("--cka-samples", type=int, default=8, help="samples-to-cal: first k samples of a batch")
-    train.add_argument("--cka-every", type=int, default=5, help="batches-to-cal: penalty every N batches")
+    train.add_argument("--sparsity", nargs="+", default=[0.95],
+                       type=_typed(check_float, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False))
+    train.add_argument("--cka-weight", nargs="+", default=[1e-4], type=_typed(check_float, minimum=0.0),
+                       help="beta; 0 disables CKA-SR")
+    train.add_argument("--cka-samples", type=_typed(check_int, minimum=4), default=8,
+                       help="samples-to-cal: first k samples of a batch (unbiased HSIC: k >= 4)")
+    train.add_argument("--cka-every", type=positive, default=5, help="batches-to-cal: penalty every N batches")
     train.add_argument("--compare", action="store_true", help="also run beta=0 (the baseline) for each setting")
-    train.add_argument("--resnet-width", type=int, default=16, help="first-stage filters of the ResNets (paper: 16)")
-    train.add_argument("--seeds", nargs="+", type=int, default=[0])
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--subset", type=int, default=None, help="use only the first N training samples (smoke runs)")
-    train.add_argument("--output", default=None, help="write all results to this JSON file")
+    train.add_argument("--resnet-width", type=positive, default=16, help="first-stage filters of the ResNets (paper: 16)")
+    train.add_argument("--seeds", nargs="+", type=_typed(check_int, minimum=0), default=[0])
+    train.add_argument("--epochs", type=positive, default=10)
+    train.add_argument("--batch-size", type=positive, default=64)
+    train.add_argument("--lr", type=_typed(check_float, minimum=0.0, min_inclusive=False), default=1e-3,
+                       help="Adam learning rate")
+    train.add_argument("--subset", type=positive, default=None, help="use only the first N training samples (smoke runs)")
+    train.add_argument("--distribute", default="none", choices=experiment.DISTRIBUTE,
+                       help="mirrored: tf.distribute.MirroredStrategy (TF backend); "
+                            "data-parallel: keras.distribution.DataParallel (JAX backend)")
+    train.add_argument("--output", default=None, help="write all results to this JSON file (after every run)")
     train.add_argument("--plots", default=None, help="write PNG figures into this folder")
     train.add_argument("--export", default=None, help="export the last model as a SavedModel here")
     train.add_argument("--save", default=None, help="save the last model as a .keras file")
@@ -114,16 +140,30 @@ def format_table(summary):
 
 
 def train(args):
+    """Runs the main job of `keras-cka-sr train`; returns (summary, all runs finite).
+
+    Everything is checked before the first run trains: every run's configuration, loss
+    and schedule, the model on the data's shape, the output paths and the optional
+    dependencies they need. Results are written after every run.
+    """
     import keras
 
     from keras_cka_sr import datasets, experiment
 
-    if args.export and keras.backend.backend() not in ("tensorflow", "jax"):
-        raise SystemExit("--export writes a TF SavedModel: use KERAS_BACKEND=tensorflow or jax.")
-    betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
+    _check_outputs(args, keras.backend.backend())
     data = datasets.load(args.dataset, data_dir=args.data_dir)
     if args.subset:
         data = data.subset(train=args.subset, test=max(args.subset // 4, 64))
+    configs = _configs(args)
+    checked = set()
+    for config in configs:
+        key = (config.model, config.method, config.sparsity, config.cka_weight)
+        if key not in checked:
+            try:
+                experiment.check(config, data)
+            except ValueError as error:
+                raise SystemExit(f"keras-cka-sr: error: {error}") from None
+            checked.add(key)
     print(
         f"keras-cka-sr: {args.dataset} ({len(data.x_train)} train / {len(data.x_val)} val / "
         f"{len(data.x_test)} test), {args.model}, backend {keras.backend.backend()}",
@@ -131,69 +171,148 @@ def train(args):
     )
     results = []
     start = time.time()
-    for method in args.method:
-        sparsities = [0.0] if method == "dense" else args.sparsity
-        for sparsity in sparsities:
-            for seed in args.seeds:
-                for beta in betas:
-                    config = experiment.RunConfig(
-                        model=args.model, method=method, sparsity=sparsity, cka_weight=beta,
-                        cka_samples=args.cka_samples, cka_every=args.cka_every,
-                        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                        seed=seed, verbose=args.verbose, resnet_width=args.resnet_width,
-                    )
-                    print(f"\n== {method} sparsity={sparsity} beta={beta:g} seed={seed}", flush=True)
-                    result = experiment.run(config, data)
-                    print(
-                        f"   test accuracy {result['test_accuracy']:.4f}, sparsity "
-                        f"{result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}, "
-                        f"{result['seconds']:.1f}s",
-                        flush=True,
-                    )
-                    results.append(result)
+    for config in configs:
+        print(
+            f"\n== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
+            f"seed={config.seed}", flush=True,
+        )
+        result = experiment.run(config, data)
+        warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
+        print(
+            f"   test accuracy {result['test_accuracy']:.4f}, sparsity "
+            f"{result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}, "
+            f"{result['seconds']:.1f}s{warning}",
+            flush=True,
+        )
+        results.append(result)
+        if args.output:
+            _write_results(args.output, args.dataset, keras.backend.backend(), results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
     print(f"\n{len(results)} runs in {time.time() - start:.0f}s on backend {keras.backend.backend()}.")
-    last = results[-1]["model"]
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as handle:
-            json.dump(
-                {
-                    "dataset": args.dataset,
-                    "backend": keras.backend.backend(),
-                    "summary": summary,
-                    "runs": [{k: v for k, v in r.items() if k != "model"} for r in results],
-                },
-                handle, indent=1, default=_json_default,
-            )
         print(f"results: {args.output}")
-    if args.plots:
-        from keras_cka_sr import plots
-
-        for path in plots.write_all(results, summary, args.plots):
-            print(f"plot: {path}")
+    last = results[-1]["model"]
     if args.save:
         last.save(args.save)
         print(f"saved: {args.save}")
     if args.export:
         last.export(args.export, format="tf_saved_model", verbose=False)
         print(f"exported: {args.export}")
-    return summary
+    if args.plots:
+        from keras_cka_sr import plots
+
+        for path in plots.write_all(results, summary, args.plots):
+            print(f"plot: {path}")
+    bad = [r["config"] for r in results if not r["finite"]]
+    for config in bad:
+        print(
+            f"keras-cka-sr: error: run {config['method']} sparsity={config['sparsity']} "
+            f"beta={config['cka_weight']:g} seed={config['seed']} ended with a non-finite loss "
+            "or weights.", file=sys.stderr,
+        )
+    return summary, not bad
+
+
+def _configs(args):
+    """Every run's `RunConfig`, in run order; invalid values raise before any training."""
+    from keras_cka_sr import experiment
+
+    betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
+    configs = []
+    try:
+        for method in args.method:
+            for sparsity in [0.0] if method == "dense" else args.sparsity:
+                for seed in args.seeds:
+                    for beta in betas:
+                        configs.append(experiment.RunConfig(
+                            model=args.model, method=method, sparsity=sparsity, cka_weight=beta,
+                            cka_samples=args.cka_samples, cka_every=args.cka_every,
+                            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                            seed=seed, verbose=args.verbose, resnet_width=args.resnet_width,
+                            distribute=args.distribute,
+                        ))
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"keras-cka-sr: error: {error}") from None
+    return configs
+
+
+def _check_outputs(args, backend):
+    """Output paths are writable and what they need is installed, before any training."""
+
+    def fail(message):
+        raise SystemExit(f"keras-cka-sr: error: {message}")
+
+    def writable_dir(path, what):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            fail(f"{what}: cannot create folder {path!r} ({error.strerror}).")
+        if not os.path.isdir(path) or not os.access(path, os.W_OK):
+            fail(f"{what}: {path!r} is not a writable folder.")
+
+    for flag, path in (("--output", args.output), ("--save", args.save)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            fail(f"{flag} {path!r} is a folder; give a file path.")
+        writable_dir(os.path.dirname(os.path.abspath(path)), flag)
+    if args.save and not args.save.endswith(".keras"):
+        fail(f"--save {args.save!r} must end in .keras (Keras' native format).")
+    if args.plots:
+        writable_dir(args.plots, "--plots")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            fail("--plots needs matplotlib: `pip install matplotlib` (or keras-cka-sr[data]).")
+    if args.export:
+        if backend not in ("tensorflow", "jax"):
+            fail("--export writes a TF SavedModel: use KERAS_BACKEND=tensorflow or jax.")
+        if os.path.exists(args.export) and not os.path.isdir(args.export):
+            fail(f"--export {args.export!r} is a file; give a folder path.")
+        writable_dir(os.path.dirname(os.path.abspath(args.export)), "--export")
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            fail("--export needs TensorFlow: `pip install tensorflow`.")
+
+
+def _write_results(path, dataset, backend, results):
+    """All finished runs as strict JSON (NaN -> null), replaced atomically."""
+    payload = {
+        "dataset": dataset,
+        "backend": backend,
+        "summary": summarize(results),
+        "runs": [{k: v for k, v in r.items() if k != "model"} for r in results],
+    }
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(_nan_to_none(payload), handle, indent=1, default=_json_default, allow_nan=False)
+    os.replace(temporary, path)
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
         return value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def main(argv=None):
+    """Entry point of `keras-cka-sr`; returns the exit status (1 if a run is not finite)."""
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        train(args)
+        _, finite = train(args)
+        return 0 if finite else 1
     return 0
 
 

@@ -1,5 +1,6 @@
 """One training run of the main job: a model, a sparse training method, with or without CKA-SR."""
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -7,16 +8,21 @@ import time
 import keras
 import numpy as np
 
-from keras_cka_sr import pruning, sparse_training, zoo
+from keras_cka_sr import cka, pruning, sparse_training, zoo
+from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.callbacks import CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
 
 METHODS = ("dense", "rst", "gmp", "oneshot")
+DISTRIBUTE = ("none", "mirrored", "data-parallel")
+_DISTRIBUTE_BACKEND = {"mirrored": "tensorflow", "data-parallel": "jax"}
 
 
 @dataclasses.dataclass
 class RunConfig:
+    """One run of the main job; every field is checked at construction."""
+
     model: str = "lenet5"
     method: str = "gmp"
     sparsity: float = 0.95
@@ -30,28 +36,82 @@ class RunConfig:
     probe_size: int = 256
     resnet_width: int = 16
     verbose: int = 1
+    distribute: str = "none"
 
     def __post_init__(self):
         if self.model not in zoo.NAMES:
             raise ValueError(f"`model` must be one of {zoo.NAMES}; got {self.model!r}.")
         if self.method not in METHODS:
             raise ValueError(f"`method` must be one of {METHODS}; got {self.method!r}.")
-        if self.method != "dense" and not 0.0 < self.sparsity < 1.0:
-            raise ValueError(f"`sparsity` must be in (0, 1) for method {self.method!r}; got {self.sparsity!r}.")
-        if self.cka_weight < 0:
-            raise ValueError(f"`cka_weight` must be >= 0; got {self.cka_weight!r}.")
-        if self.epochs < 1 or (self.method == "oneshot" and self.epochs < 2):
-            raise ValueError(f"`epochs` must be >= 1 (>= 2 for oneshot); got {self.epochs!r}.")
+        if self.distribute not in DISTRIBUTE:
+            raise ValueError(f"`distribute` must be one of {DISTRIBUTE}; got {self.distribute!r}.")
+        if self.method == "dense":
+            self.sparsity = check_float("sparsity", self.sparsity, 0.0, 1.0, max_inclusive=False)
+        else:
+            self.sparsity = check_float(
+                f"sparsity (method {self.method!r})", self.sparsity, 0.0, 1.0,
+                min_inclusive=False, max_inclusive=False,
+            )
+        self.cka_weight = check_float("cka_weight", self.cka_weight, 0.0)
+        self.cka_samples = check_int("cka_samples", self.cka_samples, cka.min_samples(True))
+        self.cka_every = check_int("cka_every", self.cka_every, 1)
+        self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
+        self.batch_size = check_int("batch_size", self.batch_size, 1)
+        self.learning_rate = check_float("learning_rate", self.learning_rate, 0.0, min_inclusive=False)
+        self.seed = check_int("seed", self.seed, 0)
+        self.probe_size = check_int("probe_size", self.probe_size, cka.min_samples(True))
+        self.resnet_width = check_int("resnet_width", self.resnet_width, 1)
+        self.verbose = check_int("verbose", self.verbose, 0, 2)
+
+
+def check(config, data):
+    """Everything `run` would build before training, without training: model (on the
+    data's input shape), loss, schedule, distribution. Raises what `run` would raise."""
+    backend = _DISTRIBUTE_BACKEND.get(config.distribute)
+    if backend is not None and keras.backend.backend() != backend:
+        raise ValueError(
+            f"distribute={config.distribute!r} runs on the {backend} backend; this is "
+            f"{keras.backend.backend()!r}: set KERAS_BACKEND={backend}."
+        )
+    if len(data.x_train) < config.batch_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the {len(data.x_train)} training samples."
+        )
+    model = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
+    zoo.tap_groups(model)
+    _cka_loss(config)
+    _schedule(config, math.ceil(len(data.x_train) / config.batch_size))
 
 
 def run(config, data):
     """Trains as `config` says on `data` (a `datasets.Dataset`); returns a result dict."""
+    with _distribution_scope(config.distribute):
+        return _run(config, data)
+
+
+@contextlib.contextmanager
+def _distribution_scope(distribute):
+    """mirrored: tf.distribute.MirroredStrategy over the visible devices (each replica
+    computes the penalty on its local batch); data-parallel: keras.distribution's
+    DataParallel over the JAX devices (one global batch, sharded)."""
+    if distribute == "mirrored":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy().scope():
+            yield
+    elif distribute == "data-parallel":
+        with keras.distribution.DataParallel().scope():
+            yield
+    else:
+        yield
+
+
+def _run(config, data):
     keras.utils.set_random_seed(config.seed)
     start = time.time()
     base = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     groups = zoo.tap_groups(base)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     probe = data.x_val[: config.probe_size]
     monitor = CKAMonitor(probe, groups)
     history = {}
@@ -63,7 +123,7 @@ def run(config, data):
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        callbacks = [monitor]
+        callbacks = [keras.callbacks.TerminateOnNaN(), monitor]
         if pruning.collect_prunable_layers(model):
             callbacks.insert(0, pruning.UpdatePruningStep())
         result = trained.fit(
@@ -77,22 +137,15 @@ def run(config, data):
     if config.method == "dense":
         model = base
         train(model, config.epochs)
-    elif config.method == "gmp":
-        schedule = pruning.PolynomialDecay(
-            0.0, config.sparsity, begin_step=0, end_step=int(0.75 * total_steps),
-            frequency=max(1, steps_per_epoch // 4),
-        )
-        model = pruning.prune_low_magnitude(base, schedule)
-        train(model, config.epochs)
-    elif config.method == "rst":
-        model = pruning.prune_low_magnitude(base, sparse_training.StaticMask(config.sparsity))
-        sparse_training.set_random_masks(model, config.sparsity, seed=config.seed)
+    elif config.method in ("gmp", "rst"):
+        model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
+        if config.method == "rst":
+            sparse_training.set_random_masks(model, config.sparsity, seed=config.seed)
         train(model, config.epochs)
     else:  # oneshot: dense half, prune once at the first fine-tuning step, fine-tune
         dense_epochs = config.epochs // 2
         train(base, dense_epochs)
-        schedule = pruning.ConstantSparsity(config.sparsity, begin_step=1, end_step=1, frequency=1)
-        model = pruning.prune_low_magnitude(base, schedule)
+        model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
         train(model, config.epochs - dense_epochs, initial_epoch=dense_epochs)
 
     final = pruning.strip_pruning(model) if pruning.collect_prunable_layers(model) else model
@@ -102,6 +155,10 @@ def run(config, data):
     _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
     stats = sparse_training.kernel_stats(final)
     matrix = monitor.matrix(final)
+    losses = history.get("loss", [])
+    finite = bool(losses) and bool(np.all(np.isfinite(losses))) and all(
+        np.all(np.isfinite(w)) for w in final.get_weights()
+    )
     return {
         "config": dataclasses.asdict(config),
         "test_accuracy": float(test_accuracy),
@@ -113,18 +170,38 @@ def run(config, data):
         "cka_layers": monitor.names,
         "magnitude_histogram": _log_histogram(stats["magnitudes"]),
         "history": history,
+        "finite": finite,
         "seconds": time.time() - start,
         "model": final,
     }
 
 
-def _with_cka(model, groups, config):
+def _cka_loss(config):
     if config.cka_weight == 0:
-        return model
-    loss = CKASimilarityLoss(
+        return None
+    return CKASimilarityLoss(
         weight=config.cka_weight, num_samples=config.cka_samples, every_n_steps=config.cka_every
     )
-    return attach_cka_loss(model, groups, loss)
+
+
+def _schedule(config, steps_per_epoch):
+    """The pruning schedule of `config.method` (None for dense)."""
+    if config.method == "gmp":
+        return pruning.PolynomialDecay(
+            0.0, config.sparsity, begin_step=0,
+            end_step=int(0.75 * steps_per_epoch * config.epochs),
+            frequency=max(1, steps_per_epoch // 4),
+        )
+    if config.method == "rst":
+        return sparse_training.StaticMask(config.sparsity)
+    if config.method == "oneshot":
+        return pruning.ConstantSparsity(config.sparsity, begin_step=1, end_step=1, frequency=1)
+    return None
+
+
+def _with_cka(model, groups, config):
+    loss = _cka_loss(config)
+    return model if loss is None else attach_cka_loss(model, groups, loss)
 
 
 def _log_histogram(magnitudes, low=-8, high=1, bins=45):

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_cka_sr.losses import CKASimilarityLoss
 
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
@@ -17,6 +18,11 @@ class CKARegularization(keras.layers.Layer):
     It keeps two non-trainable variables: `step`, the count of training calls, fed to
     the loss for `every_n_steps`; and `last_penalty`, the penalty of the last training
     call (without gradient), which `CKASRModel` reports as the `cka_sr` metric.
+
+    A training batch with fewer samples than the estimator needs (an epoch's ragged
+    last batch, or a replica's share of it) adds a penalty of exactly 0 with zero
+    gradient. Under `tf.distribute`, each replica computes the penalty on its local
+    batch; `step` follows the first replica and `last_penalty` is the replicas' mean.
     """
 
     def __init__(self, loss, **kwargs):
@@ -31,31 +37,44 @@ class CKARegularization(keras.layers.Layer):
             )
         self.loss = loss
         self.step = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name="step"
+            shape=(), dtype="int32", initializer="zeros", trainable=False, name="step",
+            aggregation="only_first_replica",
         )
         self.last_penalty = self.add_weight(
             shape=(), dtype="float32", initializer="zeros", trainable=False,
-            name="last_penalty",
+            name="last_penalty", aggregation="mean",
         )
         self.built = True
 
     def call(self, features, passthrough=None, training=None):
-        if not isinstance(features, (list, tuple)) or len(features) < 2:
-            raise ValueError(
-                "CKARegularization must be called on a list of at least 2 tensors."
-            )
+        self._check_features(features)
         output = features[0] if passthrough is None else passthrough
         if not training:
             return output
-        penalty = ops.cast(self.loss(list(features), step=self.step), "float32")
+        # A custom loss callable takes (features, step=...) only.
+        skip = {"skip_small_batch": True} if isinstance(self.loss, CKASimilarityLoss) else {}
+        penalty = ops.cast(self.loss(list(features), step=self.step, **skip), "float32")
         self.add_loss(penalty)
         self.last_penalty.assign(ops.stop_gradient(penalty))
         self.step.assign(self.step + 1)
         return output
 
     def compute_output_spec(self, features, passthrough=None, training=None):
+        # Runs when the model is built symbolically, before `fit` takes the model's
+        # state: errors raised here leave the model usable on every backend.
+        self._check_features(features)
         source = features[0] if passthrough is None else passthrough
         return keras.KerasTensor(source.shape, dtype=source.dtype)
+
+    def _check_features(self, features):
+        if not isinstance(features, (list, tuple)) or len(features) < 2:
+            raise ValueError(
+                "CKARegularization must be called on a list of at least 2 tensors; got "
+                f"{len(features) if isinstance(features, (list, tuple)) else type(features).__name__}."
+            )
+        compared_pairs = getattr(self.loss, "compared_pairs", None)
+        if compared_pairs is not None:
+            compared_pairs(len(features))  # raises for groups that name missing features
 
     def get_config(self):
         config = super().get_config()

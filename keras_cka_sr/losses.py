@@ -4,17 +4,14 @@ import keras
 from keras import ops
 
 from keras_cka_sr import cka
+from keras_cka_sr._validation import check_bool, check_float, check_int, is_int
 
 PAIRS = ("all", "adjacent")
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
 class CKASimilarityLoss:
-    """CKA-SR regularizer of Ni et al. (ICML 2023), as in their reference code.
+    """CKA-SR regularizer of Ni et al. (arXiv 2307.07389, 2023), as in their reference code.
 
     `value = weight * sum_g sum_{i != j in g} CKA(F_i, F_j)` over ordered pairs, i.e.
     `2 * weight * sum_{i < j}`. The paper's Eq. 11 (and the reference code) also add the
@@ -32,7 +29,8 @@ class CKASimilarityLoss:
             the group).
         num_samples: compute on the first `k` samples of the batch only (the
             reference's samples-to-cal, 8 there); None uses the whole batch. A batch
-            smaller than `k` is used whole.
+            smaller than `k` is used whole; one smaller than the estimator's minimum
+            (4 unbiased, 2 biased) is skipped in training (see `__call__`).
         every_n_steps: compute the penalty only when the step counter passed to
             `__call__` is a multiple of N (the reference's batches-to-cal, 5 there),
             0 otherwise; the other steps skip the Gram work.
@@ -53,33 +51,21 @@ class CKASimilarityLoss:
         method="auto",
         name="cka_sr",
     ):
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"`weight` must be a float >= 0; got {weight!r}.")
-        if not isinstance(unbiased, bool):
-            raise TypeError(f"`unbiased` must be a bool; got {unbiased!r}.")
+        self.weight = check_float("weight", weight, 0.0)
+        self.unbiased = check_bool("unbiased", unbiased)
         if pairs not in PAIRS:
             raise ValueError(f"`pairs` must be one of {PAIRS}; got {pairs!r}.")
-        min_samples = 4 if unbiased else 2
-        if num_samples is not None and (not _is_int(num_samples) or num_samples < min_samples):
-            raise ValueError(
-                f"`num_samples` must be None or an int >= {min_samples} "
-                f"(unbiased={unbiased}); got {num_samples!r}."
-            )
-        if not _is_int(every_n_steps) or every_n_steps < 1:
-            raise ValueError(f"`every_n_steps` must be an int >= 1; got {every_n_steps!r}.")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
-            raise ValueError(f"`epsilon` must be a float >= 0; got {epsilon!r}.")
+        if num_samples is not None:
+            num_samples = check_int("num_samples", num_samples, cka.min_samples(self.unbiased))
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
+        self.epsilon = check_float("epsilon", epsilon, 0.0)
         if method not in cka.METHODS:
             raise ValueError(f"`method` must be one of {cka.METHODS}; got {method!r}.")
         if not isinstance(name, str) or not name:
             raise ValueError(f"`name` must be a non-empty string; got {name!r}.")
-        self.weight = float(weight)
-        self.unbiased = unbiased
         self.groups = _check_groups(groups)
         self.pairs = pairs
         self.num_samples = num_samples
-        self.every_n_steps = every_n_steps
-        self.epsilon = float(epsilon)
         self.method = method
         self.name = name
 
@@ -102,11 +88,20 @@ class CKASimilarityLoss:
                     result.append((group[a], group[b]))
         return result
 
-    def __call__(self, features, step=None):
+    def __call__(self, features, step=None, skip_small_batch=False):
         """The penalty for a list of >= 2 feature tensors of the same batch.
 
-        `step` (an integer tensor, e.g. a training-step counter) is required when
-        `every_n_steps > 1`; the penalty is computed when `step % every_n_steps == 0`.
+        Args:
+            features: list of tensors of shape `(n, ...)`.
+            step: an integer tensor (a training-step counter), required when
+                `every_n_steps > 1`; the penalty is computed when
+                `step % every_n_steps == 0`.
+            skip_small_batch: a batch with fewer samples than the estimator needs
+                (4 unbiased, 2 biased), such as an epoch's ragged last batch, gives a
+                penalty of exactly 0 with zero gradient instead of a `ValueError`.
+                `CKARegularization` (and so `attach_cka_loss`) pass True in training.
+                A batch size known only at run time (TF graphs, per-replica batches)
+                cannot raise, so such a batch always gives 0.
         """
         if not isinstance(features, (list, tuple)) or len(features) < 2:
             raise ValueError(
@@ -114,22 +109,36 @@ class CKASimilarityLoss:
                 f"{len(features) if isinstance(features, (list, tuple)) else type(features).__name__}."
             )
         pairs = self.compared_pairs(len(features))
+        zero = lambda: ops.zeros((), dtype="float32")  # noqa: E731
         if self.weight == 0.0 or not pairs:
-            return ops.zeros((), dtype="float32")
-        if self.every_n_steps == 1:
-            return self._penalty(features, pairs)
-        if step is None:
+            return zero()
+        needed = cka.min_samples(self.unbiased)
+        n = _static_batch_size(features)
+        if n is not None and n < needed:
+            if skip_small_batch:
+                return zero()
             raise ValueError(
-                f"every_n_steps={self.every_n_steps} needs the training step: call "
-                "`loss(features, step=counter)`, or use the `CKARegularization` layer, "
-                "which keeps its own counter."
+                f"CKASimilarityLoss(unbiased={self.unbiased}) needs batches of at least "
+                f"{needed} samples; got n={n}. In training, `CKARegularization` (and "
+                "`attach_cka_loss`) give such a batch, e.g. an epoch's ragged last batch, a "
+                "penalty of 0; call `loss(features, skip_small_batch=True)` to do the same."
             )
-        due = ops.equal(ops.mod(ops.cast(step, "int32"), self.every_n_steps), 0)
-        return ops.cond(
-            due,
-            lambda: self._penalty(features, pairs),
-            lambda: ops.zeros((), dtype="float32"),
-        )
+        conditions = []
+        if n is None:
+            conditions.append(ops.greater_equal(ops.shape(features[0])[0], needed))
+        if self.every_n_steps > 1:
+            if step is None:
+                raise ValueError(
+                    f"every_n_steps={self.every_n_steps} needs the training step: call "
+                    "`loss(features, step=counter)`, or use the `CKARegularization` layer, "
+                    "which keeps its own counter."
+                )
+            conditions.append(ops.equal(ops.mod(ops.cast(step, "int32"), self.every_n_steps), 0))
+        if not conditions:
+            return self._penalty(features, pairs)
+        due = conditions[0] if len(conditions) == 1 else ops.logical_and(*conditions)
+        # A branch, not `ops.where`: the skipped branch's gradient (NaN for n < 4) never runs.
+        return ops.cond(due, lambda: self._penalty(features, pairs), zero)
 
     def _penalty(self, features, pairs):
         if self.num_samples is not None:
@@ -175,7 +184,7 @@ def _check_groups(groups):
         raise ValueError(f"`groups` must be None or a non-empty list of lists; got {groups!r}.")
     checked = []
     for group in groups:
-        if not isinstance(group, (list, tuple)) or not all(_is_int(i) and i >= 0 for i in group):
+        if not isinstance(group, (list, tuple)) or not all(is_int(i) and i >= 0 for i in group):
             raise ValueError(
                 f"Each entry of `groups` must be a list of feature indices (ints >= 0); "
                 f"got {group!r}."
@@ -186,5 +195,14 @@ def _check_groups(groups):
             )
         if len(set(group)) != len(group):
             raise ValueError(f"A group lists a feature index more than once: {list(group)!r}.")
-        checked.append(list(group))
+        checked.append([int(i) for i in group])
     return checked
+
+
+def _static_batch_size(features):
+    """The batch size if any feature's shape fixes it, else None (known at run time only)."""
+    for f in features:
+        shape = tuple(f.shape)
+        if shape and shape[0] is not None:
+            return int(shape[0])
+    return None

@@ -158,6 +158,7 @@ def feature_model(model, layer_names):
 
 def _trace_taps(model, names):
     """Re-traces `model` on new inputs; returns (inputs, outputs, {name: tapped output})."""
+    _check_built(model)
     available = _layer_names(model)
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -181,6 +182,20 @@ def _trace_taps(model, names):
             f"model {model.name!r}, so their outputs cannot be tapped."
         )
     return structured_inputs, outputs, tracer.tapped
+
+
+def _check_built(model):
+    """A Sequential model without an Input has no graph to trace yet."""
+    if not isinstance(model, keras.Sequential):
+        return
+    try:
+        model.outputs  # public; raises AttributeError until the graph exists
+    except AttributeError:
+        raise ValueError(
+            f"Sequential model {model.name!r} has no input shape yet, so its graph cannot be "
+            "traced: start it with `keras.Input(shape)` (or call `model.build((None, ...))` "
+            "or the model on data once) before attaching CKA-SR."
+        ) from None
 
 
 def _is_graph_model(model):
@@ -253,11 +268,7 @@ class _Tracer:
 
     def trace(self, model, inputs):
         if isinstance(model, keras.Sequential):
-            if not model.built or not model.inputs:
-                raise ValueError(
-                    f"Sequential model {model.name!r} is not built: give it an Input "
-                    "(or call `model.build(input_shape)`) before attaching CKA-SR."
-                )
+            _check_built(model)
             x = inputs
             for layer in model.layers:
                 x = self.call_layer(layer, x)

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cka_sr.pruning.schedules import PruningSchedule, _check_sparsity
+from keras_cka_sr._validation import check_float, check_int, check_sparsity
 from keras_cka_sr.pruning import registry
+from keras_cka_sr.pruning.schedules import PruningSchedule
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 DISTRIBUTIONS = ("erk", "uniform")
@@ -30,7 +31,7 @@ class StaticMask(PruningSchedule):
     """
 
     def __init__(self, sparsity):
-        self.sparsity = _check_sparsity(sparsity, "sparsity")
+        self.sparsity = check_sparsity("sparsity", sparsity)
 
     def __call__(self, step):
         return (
@@ -48,7 +49,8 @@ def erk_densities(shapes, sparsity, power_scale=1.0):
     A layer's density is proportional to `sum(shape) / prod(shape)`; layers whose
     density would exceed 1 are kept dense and the others rescaled (RigL's algorithm).
     """
-    sparsity = _check_sparsity(sparsity, "sparsity")
+    sparsity = check_sparsity("sparsity", sparsity)
+    power_scale = check_float("power_scale", power_scale)
     sizes = [int(np.prod(s)) for s in shapes]
     raw = [(sum(s) / np.prod(s)) ** power_scale for s in shapes]
     dense = set()
@@ -78,6 +80,8 @@ def set_random_masks(model, sparsity, seed=0, distribution="erk"):
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}; got {distribution!r}.")
+    sparsity = check_sparsity("sparsity", sparsity)
+    seed = check_int("seed", seed, 0)
     wrappers = collect_prunable_layers(model)
     pairs = [(w, i) for w in wrappers for i in range(len(w.pruned_weights))]
     if not pairs:

@@ -52,7 +52,17 @@ def tap_groups(model):
     return result
 
 
+LENET5_MIN_SIZE = 12  # conv5 same, pool 2, conv5 valid, pool 2: at least 1x1 left
+
+
 def lenet5(input_shape=(28, 28, 1), num_classes=10):
+    """LeNet-5 for images of at least 12x12: conv 6, conv 16, dense 120, dense 84; taps all four."""
+    if len(input_shape) != 3 or min(input_shape[:2]) < LENET5_MIN_SIZE:
+        raise ValueError(
+            f"lenet5 needs images of shape (height, width, channels) of at least "
+            f"{LENET5_MIN_SIZE}x{LENET5_MIN_SIZE}; got {tuple(input_shape)}. For small images "
+            "(e.g. the 8x8 digits data set) use the mlp model."
+        )
     inp = keras.Input(input_shape, name="image")
     x = layers.Conv2D(6, 5, padding="same", activation="relu", name="tap_conv1")(inp)
     x = layers.MaxPooling2D(name="pool1")(x)
@@ -65,6 +75,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10):
 
 
 def mlp(input_shape=(28, 28, 1), num_classes=10, width=300):
+    """Three hidden Dense layers of `width` on the flattened input; taps all three."""
     inp = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inp)
     for i in range(3):

@@ -5,7 +5,10 @@ import numpy as np
 
 
 def gradients(fn, arrays):
-    """d fn(*arrays) / d arrays, with fn written in keras.ops and returning a scalar."""
+    """d fn(*arrays) / d arrays, with fn written in keras.ops and returning a scalar.
+
+    An output that does not depend on an input (a constant) has a zero gradient.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -13,7 +16,8 @@ def gradients(fn, arrays):
         variables = [tf.Variable(a) for a in arrays]
         with tf.GradientTape() as tape:
             value = fn(*variables)
-        return [np.asarray(g) for g in tape.gradient(value, variables)]
+        grads = tape.gradient(value, variables)
+        return [np.zeros_like(a) if g is None else np.asarray(g) for a, g in zip(arrays, grads)]
     if backend == "jax":
         import jax
 
@@ -23,6 +27,8 @@ def gradients(fn, arrays):
         import torch
 
         tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-        fn(*tensors).backward()
-        return [t.grad.numpy() for t in tensors]
+        value = fn(*tensors)
+        if value.requires_grad:
+            value.backward()
+        return [np.zeros_like(a) if t.grad is None else t.grad.numpy() for a, t in zip(arrays, tensors)]
     raise NotImplementedError(backend)

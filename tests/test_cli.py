@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import keras
@@ -56,3 +57,80 @@ def test_rst_and_oneshot_smoke(tmp_path):
 def test_bad_arguments_exit_with_usage():
     with pytest.raises(SystemExit):
         cli.main(["train", "--method", "magic"])
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if any run starts: errors must come before training."""
+    from keras_cka_sr import experiment
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run started training")
+
+    monkeypatch.setattr(experiment, "run", refuse)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--batch-size", "0"], "--batch-size: must be an int >= 1; got 0"),
+        (["--compare", "--cka-samples", "3"], "--cka-samples: must be an int >= 4; got 3"),
+        (["--cka-every", "0"], "--cka-every: must be an int >= 1"),
+        (["--sparsity", "0.9", "1.5"], "--sparsity: must be a finite number in (0.0, 1.0); got 1.5"),
+        (["--cka-weight", "nan"], "--cka-weight: must be a finite number >= 0.0; got nan"),
+        (["--lr", "0"], "--lr: must be a finite number > 0.0"),
+        (["--epochs", "two"], "--epochs: must be an int; got 'two'"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_any_training(no_training, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--dataset", "digits"], "lenet5 needs images of shape (height, width, channels) of at least 12x12"),
+        (["--output", "/proc/no/such/results.json"], "--output: cannot create folder"),
+        (["--save", "model.h5"], "must end in .keras"),
+        (["--method", "oneshot", "--epochs", "1"], "`epochs` must be an int >= 2"),
+        (["--subset", "16", "--batch-size", "64"], "batch_size=64 is larger than the 16 training samples"),
+        (["--distribute", "data-parallel" if keras.backend.backend() != "jax" else "mirrored"],
+         "runs on the"),
+    ],
+)
+def test_bad_combinations_fail_before_any_training(no_training, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *extra])
+    assert message in str(exit_info.value.code)
+
+
+def test_plots_path_is_checked_before_training(no_training, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="--plots: cannot create folder"):
+        cli.main(["train", "--plots", str(blocker / "plots")])
+
+
+def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path):
+    """The issue's case: 130 digits, batch 64, last batch of 2 (TF: was NaN from epoch 2)."""
+    output = tmp_path / "r.json"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--subset", "130", "--epochs", "2",
+            "--cka-weight", "1e-2", "--cka-every", "1", "--verbose", "0", "--output", str(output)]
+    assert cli.main(argv) == 0
+    run = json.loads(output.read_text())["runs"][0]
+    assert run["finite"] and run["sparsity"] == pytest.approx(0.95, abs=0.01)
+    assert all(math.isfinite(v) for v in run["history"]["cka_sr"])
+
+
+def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
+    output = tmp_path / "r.json"
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--subset", "128", "--epochs", "2",
+            "--method", "dense", "--cka-weight", "0", "--lr", "1e30", "--verbose", "0",
+            "--output", str(output)]
+    assert cli.main(argv) == 1
+    text = output.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text)["runs"][0]["finite"] is False

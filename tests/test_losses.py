@@ -111,13 +111,18 @@ def test_groups_out_of_range(rng):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"weight": -1.0}, ValueError, "weight"),
-        ({"weight": "big"}, ValueError, "weight"),
+        ({"weight": -1.0}, ValueError, r"`weight` must be a finite number >= 0.0; got -1.0"),
+        ({"weight": "big"}, TypeError, "weight"),
+        ({"weight": float("nan")}, ValueError, r"`weight` .* got nan"),
+        ({"weight": float("inf")}, ValueError, r"`weight` .* got inf"),
+        ({"weight": True}, TypeError, "weight"),
         ({"unbiased": 1}, TypeError, "unbiased"),
         ({"pairs": "nearest"}, ValueError, "pairs"),
-        ({"num_samples": 3}, ValueError, "num_samples"),
-        ({"num_samples": 8.0}, ValueError, "num_samples"),
+        ({"num_samples": 3}, ValueError, r"`num_samples` must be an int >= 4; got 3"),
+        ({"num_samples": 8.0}, TypeError, "num_samples"),
         ({"every_n_steps": 0}, ValueError, "every_n_steps"),
+        ({"every_n_steps": np.float32(5)}, TypeError, "every_n_steps"),
+        ({"epsilon": float("nan")}, ValueError, "epsilon"),
         ({"groups": [[0]]}, ValueError, "at least 2"),
         ({"groups": [[0, 0]]}, ValueError, "more than once"),
         ({"groups": [0, 1]}, ValueError, "groups"),
@@ -166,3 +171,75 @@ def test_penalty_gradient_reaches_every_tapped_weight(rng):
         minus[k] -= h * v
         numeric = (value(penalty(*plus)) - value(penalty(*minus))) / (2 * h)
         assert float(np.sum(grad * v)) == pytest.approx(numeric, rel=2e-2, abs=1e-4)
+
+
+def test_numpy_scalars_are_numbers():
+    loss = CKASimilarityLoss(
+        weight=np.float32(1e-3), unbiased=np.bool_(True), num_samples=np.int64(8),
+        every_n_steps=np.int32(5), epsilon=np.float64(1e-6), groups=[[np.int32(0), np.int64(1)]],
+    )
+    config = loss.get_config()
+    assert config["weight"] == 1e-3 and type(config["weight"]) is float
+    assert type(config["num_samples"]) is int and type(config["every_n_steps"]) is int
+    assert config["groups"] == [[0, 1]] and all(type(i) is int for i in config["groups"][0])
+    assert type(config["unbiased"]) is bool
+
+
+@pytest.mark.parametrize("unbiased,n", [(True, 3), (True, 2), (False, 1)])
+def test_static_batch_below_the_estimator_minimum_raises_in_a_direct_call(rng, unbiased, n):
+    with pytest.raises(ValueError, match=f"at least {4 if unbiased else 2} samples; got n={n}"):
+        CKASimilarityLoss(unbiased=unbiased)(features(rng, n=n))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_small_batch_is_skipped_with_zero_value_and_zero_gradient(rng, n):
+    x = rng.normal(size=(n, 6)).astype("float32")
+    w = rng.normal(size=(6, 5)).astype("float32")
+    loss = CKASimilarityLoss(weight=1.0, num_samples=8)
+
+    def penalty(w):
+        h = ops.tanh(ops.matmul(x, w))
+        return loss([h, ops.matmul(h, ops.transpose(w)[:5, :5])], skip_small_batch=True)
+
+    assert value(penalty(w)) == 0.0
+    (grad,) = gradients(penalty, [w])
+    assert np.all(grad == 0.0)
+
+
+def test_batch_at_the_minimum_is_computed(rng):
+    feats = features(rng, n=4)
+    pairs = CKASimilarityLoss().compared_pairs(4)
+    got = value(CKASimilarityLoss(weight=1.0)(feats, skip_small_batch=True))
+    assert got == pytest.approx(expected_penalty(feats, 1.0, pairs), rel=1e-4)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("method", ["gram", "feature"])
+def test_non_finite_features_give_a_non_finite_penalty_and_gradient(rng, bad, method):
+    """Value and gradient agree: never a finite value (or 0) with a NaN gradient."""
+    x = rng.normal(size=(16, 6)).astype("float32")
+    x[3, 2] = bad
+    w = rng.normal(size=(6, 5)).astype("float32")
+    loss = CKASimilarityLoss(weight=1.0, method=method)
+
+    def penalty(w):
+        h = ops.matmul(x, w)
+        return loss([h, ops.tanh(h)])
+
+    assert not np.isfinite(value(penalty(w)))
+    (grad,) = gradients(penalty, [w])
+    assert not np.all(np.isfinite(grad))
+
+
+def test_finite_features_keep_finite_gradients_when_a_layer_is_constant(rng):
+    """The zero-variance rule still gives 0 with a zero, finite gradient."""
+    x = rng.normal(size=(16, 6)).astype("float32")
+    w = rng.normal(size=(6, 5)).astype("float32")
+
+    def penalty(w):
+        h = ops.matmul(x, w)
+        return CKASimilarityLoss(weight=1.0)([h, h * 0.0 + 1.0])
+
+    assert value(penalty(w)) == 0.0
+    (grad,) = gradients(penalty, [w])
+    assert np.all(np.isfinite(grad)) and np.all(grad == 0.0)

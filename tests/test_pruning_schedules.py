@@ -61,11 +61,44 @@ def test_gradual_magnitude_is_cubic_polynomial_decay():
         (lambda: pruning.ConstantSparsity(0.5, -1), "begin_step"),
         (lambda: pruning.ConstantSparsity(0.5, 0, frequency=0), "frequency"),
         (lambda: pruning.ConstantSparsity(1.0, 0), "target_sparsity"),
+        (lambda: pruning.ConstantSparsity(float("nan"), 0), r"`target_sparsity` .* got nan"),
+        (lambda: pruning.PolynomialDecay(0.0, 0.5, 0, 10, power=float("inf")), "power"),
     ],
 )
 def test_bad_schedule_arguments(factory, match):
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        (lambda: pruning.PolynomialDecay(0.0, 0.5, 0, 10.0), "end_step"),
+        (lambda: pruning.ConstantSparsity(0.5, True), "begin_step"),
+        (lambda: pruning.ConstantSparsity("0.5", 0), "target_sparsity"),
+    ],
+)
+def test_wrong_types_are_type_errors(factory, match):
+    with pytest.raises(TypeError, match=match):
+        factory()
+
+
+def test_numpy_scalars_as_in_tfmots_tutorial():
+    """tfmot's "Pruning in Keras" computes end_step with NumPy: an np.int32."""
+    end_step = np.ceil(1000 / 128).astype(np.int32) * 2
+    schedule = pruning.PolynomialDecay(
+        initial_sparsity=np.float32(0.5), final_sparsity=np.float64(0.8),
+        begin_step=np.int64(0), end_step=end_step, frequency=np.int32(4),
+    )
+    config = schedule.get_config()
+    assert config == {"initial_sparsity": 0.5, "final_sparsity": 0.8, "begin_step": 0,
+                      "end_step": 16, "power": 3.0, "frequency": 4}
+    assert all(type(v) in (int, float) for v in config.values())
+    plain = pruning.PolynomialDecay(0.5, 0.8, 0, 16, frequency=4)
+    for step in (0, 4, 9, 16):
+        assert [float(ops.convert_to_numpy(v)) for v in schedule(step)] == [
+            float(ops.convert_to_numpy(v)) for v in plain(step)
+        ]
 
 
 def test_custom_schedule_subclass_and_serialization():

@@ -85,13 +85,6 @@ def test_stripped_model_exports_as_saved_model(tmp_path):
     )
 
 
-def test_training_without_the_callback_is_a_clear_error():
-    x, y = quadrant_data(n=32)
-    pruned = compile_(pruning.prune_low_magnitude(small_cnn()))
-    with pytest.raises(ValueError, match="UpdatePruningStep"):
-        pruned.fit(x, y, verbose=0)
-
-
 def test_resume_from_keras_file_matches_uninterrupted_training(tmp_path):
     x, y = quadrant_data(n=128)
     schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 12, frequency=2)

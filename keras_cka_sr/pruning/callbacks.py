@@ -8,11 +8,11 @@ from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Required when training a pruned model (the wrappers refuse to train without it).
+    """Use it when training a pruned model, as tfmot requires (without it: a warning).
 
     At train begin, a fresh model's step counters go from -1 to 0, so the first train
-    step is pruning step 1 (as tfmot). At each epoch end, the stored weights are set to
-    `weight * mask`.
+    step is pruning step 1 (as tfmot; the wrappers would start there on their own). At
+    each epoch end, the stored weights are set to `weight * mask`.
     """
 
     def on_train_begin(self, logs=None):

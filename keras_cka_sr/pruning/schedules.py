@@ -15,31 +15,20 @@ import abc
 import keras
 from keras import ops
 
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+from keras_cka_sr._validation import check_float, check_int, check_sparsity
 
 
 def _check_steps(begin_step, end_step, frequency, allow_forever):
-    for name, value in (("begin_step", begin_step), ("end_step", end_step), ("frequency", frequency)):
-        if not _is_int(value):
-            raise TypeError(f"`{name}` must be an int; got {value!r}.")
-    if begin_step < 0:
-        raise ValueError(f"`begin_step` must be >= 0; got {begin_step}.")
+    begin_step = check_int("begin_step", begin_step, 0)
+    end_step = check_int("end_step", end_step)
+    frequency = check_int("frequency", frequency, 1)
     if end_step == -1 and not allow_forever:
         raise ValueError("`end_step` cannot be -1 for a schedule that needs an end; got -1.")
     if end_step != -1 and end_step < begin_step:
         raise ValueError(
             f"`end_step` must be -1 or >= begin_step ({begin_step}); got {end_step}."
         )
-    if frequency <= 0:
-        raise ValueError(f"`frequency` must be > 0; got {frequency}.")
-
-
-def _check_sparsity(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be a float in [0, 1); got {value!r}.")
-    return float(value)
+    return begin_step, end_step, frequency
 
 
 class PruningSchedule(abc.ABC):
@@ -84,9 +73,10 @@ class ConstantSparsity(PruningSchedule):
     """Prune to `target_sparsity` every `frequency` steps in [begin_step, end_step]."""
 
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
-        _check_steps(begin_step, end_step, frequency, allow_forever=True)
-        self.target_sparsity = _check_sparsity(target_sparsity, "target_sparsity")
-        self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
+        self.begin_step, self.end_step, self.frequency = _check_steps(
+            begin_step, end_step, frequency, allow_forever=True
+        )
+        self.target_sparsity = check_sparsity("target_sparsity", target_sparsity)
 
     def __call__(self, step):
         return (
@@ -115,13 +105,12 @@ class PolynomialDecay(PruningSchedule):
     def __init__(
         self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100
     ):
-        _check_steps(begin_step, end_step, frequency, allow_forever=False)
-        self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
-        self.final_sparsity = _check_sparsity(final_sparsity, "final_sparsity")
-        if isinstance(power, bool) or not isinstance(power, (int, float)):
-            raise TypeError(f"`power` must be a number; got {power!r}.")
-        self.power = power
-        self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
+        self.begin_step, self.end_step, self.frequency = _check_steps(
+            begin_step, end_step, frequency, allow_forever=False
+        )
+        self.initial_sparsity = check_sparsity("initial_sparsity", initial_sparsity)
+        self.final_sparsity = check_sparsity("final_sparsity", final_sparsity)
+        self.power = check_float("power", power)
 
     def __call__(self, step):
         step = ops.cast(step, "int32")

@@ -11,20 +11,23 @@ variables, which every backend keeps when they are assigned inside `call`.
 
 import contextlib
 import inspect
+import warnings
 
 import keras
 from keras import ops
 
+from keras_cka_sr._validation import is_int
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import ConstantSparsity, PruningSchedule
 
 MISSING_CALLBACK_MESSAGE = (
-    "PruneLowMagnitude requires the UpdatePruningStep callback during training: "
-    "`model.fit(..., callbacks=[keras_cka_sr.pruning.UpdatePruningStep()])`. In a custom "
-    "training loop call `callback.set_model(model)` and `callback.on_train_begin()` first. "
-    "Before retrying `fit`, compile the model again; on the JAX backend, Keras has already "
-    "released the variables of a model whose `fit` failed: re-create or reload it."
+    "PruneLowMagnitude is training without the UpdatePruningStep callback. Pruning itself "
+    "is unaffected (the step counter starts on its own, as the callback would start it), "
+    "but the stored weights are masked only by `strip_pruning`, not at every epoch end. "
+    "Add it as tfmot requires: `model.fit(..., callbacks=[keras_cka_sr.pruning."
+    "UpdatePruningStep()])`; in a custom training loop call `callback.set_model(model)` "
+    "and `callback.on_train_begin()` first."
 )
 
 
@@ -32,10 +35,13 @@ MISSING_CALLBACK_MESSAGE = (
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Prunes the wrapped layer's prunable weights to the sparsity the schedule gives.
 
-    In training calls the step counter (starting at -1; `UpdatePruningStep` sets it to
-    0) goes up by one, and when `pruning_schedule(step)` says so, each mask is
-    recomputed from the masked weight: keep the largest |w|. The forward pass always
-    uses `weight * mask`.
+    In training calls the step counter (starting at -1, taken as 0, so the first
+    training step is step 1, as tfmot's `UpdatePruningStep` makes it) goes up by one,
+    and when `pruning_schedule(step)` says so, each mask is recomputed from the masked
+    weight: keep the largest |w|. The forward pass always uses `weight * mask`.
+    Training without `UpdatePruningStep` warns (tfmot raises): an error inside a
+    train step would leave a JAX model without its variables, and the callback is
+    needed only to write the masked values into the stored weights at epoch ends.
 
     Args:
         layer: the layer to wrap (see `keras_cka_sr.pruning.registry`). Build a layer
@@ -73,10 +79,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"got {type(pruning_schedule).__name__}."
             )
         block_size = tuple(block_size)
-        if len(block_size) != 2 or not all(
-            isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block_size
-        ):
+        if len(block_size) != 2 or not all(is_int(b) and b >= 1 for b in block_size):
             raise ValueError(f"`block_size` must be two ints >= 1; got {block_size!r}.")
+        block_size = tuple(int(b) for b in block_size)
         if block_pooling_type not in mask_math.POOLING_TYPES:
             raise ValueError(
                 f"`block_pooling_type` must be one of {mask_math.POOLING_TYPES}; "
@@ -86,13 +91,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             sparsity_m_by_n = tuple(sparsity_m_by_n)
             if (
                 len(sparsity_m_by_n) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in sparsity_m_by_n)
+                or not all(is_int(v) for v in sparsity_m_by_n)
                 or not 0 < sparsity_m_by_n[0] < sparsity_m_by_n[1]
             ):
                 raise ValueError(
                     "`sparsity_m_by_n` must be (m, n) ints with 0 < m < n, m zeros in "
                     f"every n values; got {sparsity_m_by_n!r}."
                 )
+            sparsity_m_by_n = tuple(int(v) for v in sparsity_m_by_n)
             if block_size != (1, 1):
                 raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
@@ -111,25 +117,27 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.masks, self.thresholds = [], []
         for weight in self.pruned_weights:
             short = weight.path.split("/")[-1]
+            # Under tf.distribute every replica computes the same mask from the same
+            # mirrored weight: the first replica's value is kept, with no all-reduce.
             self.masks.append(self.add_weight(
                 shape=weight.shape, initializer="ones", dtype=weight.dtype,
-                trainable=False, name=f"{short}_mask",
+                trainable=False, name=f"{short}_mask", aggregation="only_first_replica",
             ))
             self.thresholds.append(self.add_weight(
                 shape=(), initializer="zeros", dtype=weight.dtype,
-                trainable=False, name=f"{short}_threshold",
+                trainable=False, name=f"{short}_threshold", aggregation="only_first_replica",
             ))
         self.pruning_step = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(-1), dtype="int32",
-            trainable=False, name="pruning_step",
+            trainable=False, name="pruning_step", aggregation="only_first_replica",
         )
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
         if training and self.pruned_weights:
             if not self.callback_active:
-                raise ValueError(MISSING_CALLBACK_MESSAGE)
-            step = self.pruning_step + 1
+                warnings.warn(MISSING_CALLBACK_MESSAGE, stacklevel=2)
+            step = ops.maximum(self.pruning_step, 0) + 1
             self.pruning_step.assign(step)
             self._update_masks(step)
         if self._inner_takes_training:
