@@ -77,6 +77,8 @@ def check(config, data):
         raise ValueError(
             f"batch_size={config.batch_size} is larger than the {len(data.x_train)} training samples."
         )
+    if config.distribute == "data-parallel":
+        _check_shardable(config.batch_size, {"training": len(data.x_train), "validation": len(data.x_val)})
     model = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     zoo.tap_groups(model)
     _cka_loss(config)
@@ -84,9 +86,59 @@ def check(config, data):
 
 
 def run(config, data):
-    """Trains as `config` says on `data` (a `datasets.Dataset`); returns a result dict."""
+    """Trains as `config` says on `data` (a `datasets.Dataset`); returns a result dict.
+
+    Training runs in the distribution's scope; the trained model is then copied into a
+    plain single-device model (pruning wrappers stripped), which is evaluated, measured
+    and returned.
+    """
+    start = time.time()
     with _distribution_scope(config.distribute):
-        return _run(config, data)
+        model, monitor, history = _train(config, data)
+    if pruning.collect_prunable_layers(model):
+        final = pruning.strip_pruning(model)
+    else:
+        final = keras.models.clone_model(model)
+        final.set_weights(model.get_weights())
+    final.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
+    stats = sparse_training.kernel_stats(final)
+    matrix = monitor.matrix(final)
+    losses = history.get("loss", [])
+    finite = bool(losses) and bool(np.all(np.isfinite(losses))) and all(
+        np.all(np.isfinite(w)) for w in final.get_weights()
+    )
+    return {
+        "config": dataclasses.asdict(config),
+        "test_accuracy": float(test_accuracy),
+        "val_accuracy": history.get("val_accuracy", [math.nan])[-1],
+        "sparsity": stats["sparsity"],
+        "small_weight_share": stats["small_weight_share"],
+        "cka_mean": monitor.mean_within_groups(matrix),
+        "cka_matrix": matrix.tolist(),
+        "cka_layers": monitor.names,
+        "magnitude_histogram": _log_histogram(stats["magnitudes"]),
+        "history": history,
+        "finite": finite,
+        "seconds": time.time() - start,
+        "model": final,
+    }
+
+
+def _check_shardable(batch_size, sizes):
+    """keras.distribution.DataParallel splits every batch evenly over the devices."""
+    devices = len(keras.distribution.list_devices())
+    for what, size in sizes.items():
+        for batch in {batch_size, size % batch_size} - {0}:
+            if batch % devices:
+                raise ValueError(
+                    f"distribute='data-parallel' splits each batch over {devices} devices, but the "
+                    f"{what} set of {size} samples in batches of {batch_size} has a batch of "
+                    f"{batch}; choose a batch size (and --subset) that give batches divisible by "
+                    f"{devices}."
+                )
 
 
 @contextlib.contextmanager
@@ -106,13 +158,15 @@ def _distribution_scope(distribute):
         yield
 
 
-def _run(config, data):
+def _train(config, data):
+    """Builds and trains the model; returns (trained model, CKAMonitor, history dict)."""
     keras.utils.set_random_seed(config.seed)
-    start = time.time()
     base = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     groups = zoo.tap_groups(base)
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    probe = data.x_val[: config.probe_size]
+    # A multiple of 8 samples, so that every replica gets an equal share of the probe.
+    size = min(config.probe_size, len(data.x_val))
+    probe = data.x_val[: size - size % 8 if size >= 8 else size]
     monitor = CKAMonitor(probe, groups)
     history = {}
 
@@ -148,32 +202,7 @@ def _run(config, data):
         model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
         train(model, config.epochs - dense_epochs, initial_epoch=dense_epochs)
 
-    final = pruning.strip_pruning(model) if pruning.collect_prunable_layers(model) else model
-    final.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
-    )
-    _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
-    stats = sparse_training.kernel_stats(final)
-    matrix = monitor.matrix(final)
-    losses = history.get("loss", [])
-    finite = bool(losses) and bool(np.all(np.isfinite(losses))) and all(
-        np.all(np.isfinite(w)) for w in final.get_weights()
-    )
-    return {
-        "config": dataclasses.asdict(config),
-        "test_accuracy": float(test_accuracy),
-        "val_accuracy": history.get("val_accuracy", [math.nan])[-1],
-        "sparsity": stats["sparsity"],
-        "small_weight_share": stats["small_weight_share"],
-        "cka_mean": monitor.mean_within_groups(matrix),
-        "cka_matrix": matrix.tolist(),
-        "cka_layers": monitor.names,
-        "magnitude_histogram": _log_histogram(stats["magnitudes"]),
-        "history": history,
-        "finite": finite,
-        "seconds": time.time() - start,
-        "model": final,
-    }
+    return model, monitor, history
 
 
 def _cka_loss(config):
