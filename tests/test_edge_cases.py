@@ -217,3 +217,49 @@ def test_pruning_without_the_callback_warns_and_prunes_as_with_it():
     np.testing.assert_allclose(
         with_cb.predict(x, verbose=0), without_cb.predict(x, verbose=0), rtol=1e-5, atol=1e-5
     )
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises once, in the middle of epoch `epoch`, as a crash or preemption would."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="the issue asks TF and JAX; torch is eager")
+def test_backup_and_restore_after_an_interruption_matches_an_uninterrupted_run(tmp_path):
+    x, y = data(96)
+    schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 12, frequency=2)
+
+    def build():
+        keras.utils.set_random_seed(7)
+        pruned = pruning.prune_low_magnitude(small_cnn(), schedule)
+        model = attach_cka_loss(pruned, TAPS, CKASimilarityLoss(1e-2, num_samples=8, every_n_steps=3))
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), CE)
+        return model
+
+    fit = dict(batch_size=16, epochs=3, shuffle=False, verbose=0)
+    reference = build()
+    reference.fit(x, y, callbacks=[pruning.UpdatePruningStep()], **fit)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    interrupted = build()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        interrupted.fit(x, y, callbacks=[pruning.UpdatePruningStep(), backup, Interrupt(1, 2)], **fit)
+    resumed = build()  # a new process would build the model again
+    resumed.fit(x, y, callbacks=[pruning.UpdatePruningStep(), backup], **fit)
+    for a, b in zip(reference.weights, resumed.weights):
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-5, atol=1e-6, err_msg=a.path
+        )
+    for wrapper in pruning.collect_prunable_layers(resumed):
+        assert int(ops.convert_to_numpy(wrapper.pruning_step)) == 18
