@@ -26,7 +26,8 @@ and the n x n products that follow stay O(1). A layer with zero variance (e.g. a
 ReLU layer; numerically: centered norm below 1e-5 of the raw norm in float32, 1e-12 in
 float64, the raw norm taken about the first sample in Gram space) has no defined CKA;
 we define its CKA with anything, itself included, to be 0 (with zero gradient), so the
-result is always finite.
+result is finite for finite input. Non-finite input (NaN or inf features) gives NaN, in
+value and gradient alike. Feature sizes after the batch axis may be known only at run time.
 """
 
 import math
