@@ -38,18 +38,24 @@ def main(argv=None):
 
     final = pruning.strip_pruning(pruned)
     kernels = [final.get_layer(n).kernel for n in ("tap_conv1", "tap_conv2", "tap_fc1", "tap_fc2", "logits")]
-    for k in kernels:
-        print(f"{k.path}: sparsity {np.mean(keras.ops.convert_to_numpy(k) == 0):.3f}")
+    sparsity = {k.path: float(np.mean(keras.ops.convert_to_numpy(k) == 0)) for k in kernels}
+    for path, value in sparsity.items():
+        print(f"{path}: sparsity {value:.3f}")
     final.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    print("test accuracy:", final.evaluate(data.x_test, data.y_test, verbose=0)[1])
+    accuracy = final.evaluate(data.x_test, data.y_test, verbose=0)[1]
+    print("test accuracy:", accuracy)
+    result = {"model": final, "sparsity": sparsity, "test_accuracy": accuracy, "export_matches": None}
     if args.export:
         final.export(args.export, format="tf_saved_model")
         import tensorflow as tf
 
         reloaded = tf.saved_model.load(args.export)  # keep a reference: it owns the variables
         served = reloaded.serve(tf.constant(data.x_test[:8]))
-        print("SavedModel matches Keras:", np.allclose(served.numpy(), final.predict(data.x_test[:8], verbose=0), atol=1e-4))
-    return final
+        result["export_matches"] = bool(
+            np.allclose(served.numpy(), final.predict(data.x_test[:8], verbose=0), atol=1e-4)
+        )
+        print("SavedModel matches Keras:", result["export_matches"])
+    return result
 
 
 if __name__ == "__main__":

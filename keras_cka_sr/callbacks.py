@@ -5,35 +5,34 @@ import numpy as np
 from keras import ops
 
 from keras_cka_sr import cka
-from keras_cka_sr.models import feature_model
+from keras_cka_sr.losses import PAIRS, compared_pairs
+from keras_cka_sr.models import feature_model, parse_layer_names
 
 
-@keras.saving.register_keras_serializable(package="keras_cka_sr")
 class CKAMonitor(keras.callbacks.Callback):
     """Logs the mean inter-layer CKA (`logs[log_key]`) and keeps every epoch's matrix.
 
     Args:
         probe: a fixed batch of inputs (e.g. 256 validation images).
         layer_names: names of the layers to compare, or a list of lists (groups: only
-            pairs within a group enter the mean, as CKA-SR's penalty).
+            pairs within a group enter the mean, as in CKA-SR's penalty).
         unbiased: the HSIC estimator (the CKA-SR loss's default is unbiased).
+        pairs: "all" pairs within a group or "adjacent" ones, as `CKASimilarityLoss`,
+            so the logged mean is over the pairs the penalty sums.
         log_key: the key added to the epoch logs.
 
     After training, `matrices` holds one `(L, L)` NumPy matrix per epoch, in the order
-    of the flattened `layer_names`.
+    of `names` (the unique layer names, in order of first appearance).
     """
 
-    def __init__(self, probe, layer_names, unbiased=True, log_key="cka_mean"):
+    def __init__(self, probe, layer_names, unbiased=True, pairs="all", log_key="cka_mean"):
         super().__init__()
-        if isinstance(layer_names, str) or not layer_names:
-            raise ValueError(f"`layer_names` must be a non-empty list; got {layer_names!r}.")
-        if all(isinstance(g, (list, tuple)) for g in layer_names):
-            self.groups = [list(g) for g in layer_names]
-        else:
-            self.groups = [list(layer_names)]
-        self.names = [n for g in self.groups for n in g]
-        if len(self.names) < 2:
-            raise ValueError(f"CKAMonitor needs at least 2 layers; got {self.names}.")
+        self.names, groups = parse_layer_names(layer_names)
+        if pairs not in PAIRS:
+            raise ValueError(f"`pairs` must be one of {PAIRS}; got {pairs!r}.")
+        self.groups = groups
+        self.pairs = pairs
+        self.compared = compared_pairs(groups, len(self.names), pairs)
         self.probe = np.asarray(probe)
         self.unbiased = unbiased
         self.log_key = log_key
@@ -50,12 +49,8 @@ class CKAMonitor(keras.callbacks.Callback):
         return ops.convert_to_numpy(cka.cka_matrix(list(features), unbiased=self.unbiased))
 
     def mean_within_groups(self, matrix):
-        index = {n: i for i, n in enumerate(self.names)}
-        values = [
-            matrix[index[a], index[b]]
-            for g in self.groups for i, a in enumerate(g) for b in g[i + 1:]
-        ]
-        return float(np.mean(values))
+        """The mean of `matrix` over the compared pairs (those the penalty sums)."""
+        return float(np.mean([matrix[i, j] for i, j in self.compared]))
 
     def on_epoch_end(self, epoch, logs=None):
         matrix = self.matrix()
@@ -64,13 +59,14 @@ class CKAMonitor(keras.callbacks.Callback):
             logs[self.log_key] = self.mean_within_groups(matrix)
 
     def get_config(self):
+        """The arguments except the probe batch (data, not configuration)."""
+        layer_names = (
+            self.names if self.groups is None
+            else [[self.names[i] for i in group] for group in self.groups]
+        )
         return {
-            "probe": self.probe.tolist(),
-            "layer_names": self.groups,
+            "layer_names": layer_names,
             "unbiased": self.unbiased,
+            "pairs": self.pairs,
             "log_key": self.log_key,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -110,15 +110,16 @@ def min_samples(unbiased: bool) -> int:
 def choose_method(feature_dims, num_samples, pairs):
     """Return "gram" or "feature", whichever form costs fewer multiply-adds.
 
-    Gram form: one `n x n` Gram per layer (`n^2 d_i`) plus an `n^2` inner product per
-    pair and per layer. Feature form: a `d_i x d_j` cross-product per pair and per
-    layer (`n d_i d_j`). An unknown `num_samples` (None at trace time) picks Gram.
+    Gram form: one `n x n` Gram per layer (`n^2 d_i`), then the `L x L` matrix of their
+    inner products (`L^2 n^2`, whatever the pairs: it is one batched product). Feature
+    form: a `d_i x d_j` cross-product per pair and per layer (`n d_i d_j`). An unknown
+    `num_samples` (None at trace time) picks Gram.
     """
     if num_samples is None:
         return "gram"
     n = num_samples
     dims = list(feature_dims)
-    gram = sum(n * n * d for d in dims) + (len(pairs) + len(dims)) * n * n
+    gram = sum(n * n * d for d in dims) + len(dims) ** 2 * n * n
     feature = n * sum(d * d for d in dims) + n * sum(dims[i] * dims[j] for i, j in pairs)
     return "feature" if feature < gram else "gram"
 

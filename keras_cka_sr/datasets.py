@@ -19,7 +19,6 @@ import os
 import numpy as np
 
 NAMES = ("mnist5k", "digits", "mnist", "cifar10", "cifar100")
-TFDS_NAMES = ("mnist", "cifar10", "cifar100")
 
 
 @dataclasses.dataclass

@@ -28,8 +28,6 @@ class CKARegularization(keras.layers.Layer):
     def __init__(self, loss, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if isinstance(loss, dict):
-            loss = keras.saving.deserialize_keras_object(loss)
         if not callable(loss):
             raise TypeError(
                 "`loss` must be a CKASimilarityLoss, or a callable "
@@ -80,4 +78,10 @@ class CKARegularization(keras.layers.Layer):
         config = super().get_config()
         config["loss"] = keras.saving.serialize_keras_object(self.loss)
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
 

@@ -9,8 +9,8 @@ layers and routes them through a `CKARegularization` layer. The result is a
 import copy
 
 import keras
-from keras.src.models.functional import Functional
 
+from keras_cka_sr import _compat
 from keras_cka_sr.layers import CKARegularization
 from keras_cka_sr.losses import CKASimilarityLoss
 
@@ -52,7 +52,7 @@ class CKASRMixin:
     def cka_layers(self):
         """The `CKARegularization` layers of this model (nested ones included)."""
         return [
-            layer for layer in self._flatten_layers(include_self=False)
+            layer for layer in _compat.flatten_layers(self, include_self=False)
             if isinstance(layer, CKARegularization)
         ]
 
@@ -104,7 +104,7 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
-    if not _is_graph_model(model):
+    if not _compat.is_graph_model(model):
         raise TypeError(
             SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__)
         )
@@ -112,7 +112,7 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
         loss = CKASimilarityLoss()
     if not callable(loss):
         raise TypeError(f"`loss` must be a CKASimilarityLoss; got {type(loss).__name__}.")
-    names, groups = _parse_layer_names(layer_names)
+    names, groups = parse_layer_names(layer_names)
     if groups is not None:
         if not isinstance(loss, CKASimilarityLoss):
             raise TypeError(
@@ -145,7 +145,7 @@ def feature_model(model, layer_names):
     Same layer objects (shared weights); nested models and wrapped layers are resolved
     as in `attach_cka_loss`. Useful to compute CKA between layers (`CKAMonitor`).
     """
-    if not isinstance(model, keras.Model) or not _is_graph_model(model):
+    if not isinstance(model, keras.Model) or not _compat.is_graph_model(model):
         raise TypeError(
             f"`model` must be a functional or Sequential keras.Model; got {type(model).__name__}."
         )
@@ -171,8 +171,7 @@ def _trace_taps(model, names):
         keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
     ]
     structured_inputs = (
-        keras.tree.pack_sequence_as(model._inputs_struct, inputs)
-        if isinstance(model, Functional) else inputs[0]
+        _compat.structure_inputs(model, inputs) if _compat.is_functional(model) else inputs[0]
     )
     outputs = tracer.trace(model, structured_inputs)
     missing = [n for n in names if n not in tracer.tapped]
@@ -198,11 +197,9 @@ def _check_built(model):
         ) from None
 
 
-def _is_graph_model(model):
-    return isinstance(model, (Functional, keras.Sequential))
-
-
-def _parse_layer_names(layer_names):
+def parse_layer_names(layer_names):
+    """`(names, groups)` from a list of names (groups None) or a list of lists of names
+    (groups as index lists into the unique `names`); validated."""
     if isinstance(layer_names, str) or not isinstance(layer_names, (list, tuple)):
         raise TypeError(
             "`layer_names` must be a list of layer names or a list of lists of names; "
@@ -246,7 +243,7 @@ def _layer_names(model):
     names = set()
     for layer in model.layers:
         names.update(_aliases(layer))
-        if _is_graph_model(layer):
+        if _compat.is_graph_model(layer):
             names.update(_layer_names(layer))
     return names
 
@@ -273,14 +270,10 @@ class _Tracer:
             for layer in model.layers:
                 x = self.call_layer(layer, x)
             return x
-        inputs = model._standardize_inputs(inputs)
-        outputs = model._run_through_graph(
-            inputs, operation_fn=lambda op: op, call_fn=self.call_layer
-        )
-        return outputs
+        return _compat.run_graph(model, inputs, self.call_layer)
 
     def call_layer(self, layer, *args, **kwargs):
-        if _is_graph_model(layer):
+        if _compat.is_graph_model(layer):
             if len(args) != 1:
                 raise ValueError(f"Nested model {layer.name!r} must take one input argument.")
             outputs = self.trace(layer, args[0])

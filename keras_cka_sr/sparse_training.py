@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cka_sr import _compat
 from keras_cka_sr._validation import check_float, check_int, check_sparsity
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule
@@ -34,10 +35,7 @@ class StaticMask(PruningSchedule):
         self.sparsity = check_sparsity("sparsity", sparsity)
 
     def __call__(self, step):
-        return (
-            ops.less(ops.cast(step, "int32"), -1),  # always False (steps start at 0)
-            ops.convert_to_tensor(self.sparsity, "float32"),
-        )
+        return ops.convert_to_tensor(False), ops.convert_to_tensor(self.sparsity, "float32")
 
     def get_config(self):
         return {"sparsity": self.sparsity}
@@ -110,7 +108,7 @@ def kernel_stats(model, small=1e-3):
     Kernels are those the pruning registry prunes (wrapped or not); biases and
     normalization weights are left out.
     """
-    layers = list(model._flatten_layers(include_self=False))
+    layers = _compat.flatten_layers(model, include_self=False)
     wrapped = {id(w.layer) for w in layers if isinstance(w, PruneLowMagnitude)}
     values = []
     for layer in layers:

@@ -164,6 +164,14 @@ def test_choose_method_picks_the_cheaper_form(dims, n, expected):
     assert cka.choose_method(dims, n, pairs) == expected
 
 
+def test_choose_method_costs_the_gram_path_as_the_l_by_l_product_it_computes():
+    """10 layers of width 40, n=64, 9 adjacent pairs. In units of n: Gram form
+    10*64*40 + 10^2*64 = 32000, feature form (10 + 9)*40^2 = 30400: feature wins.
+    Costing only the pairs' inner products ((9 + 10)*64) would pick Gram (26816)."""
+    pairs = [(i, i + 1) for i in range(9)]
+    assert cka.choose_method([40] * 10, 64, pairs) == "feature"
+
+
 @pytest.mark.parametrize("unbiased", [False, True])
 @pytest.mark.parametrize("method", ["gram", "feature"])
 def test_gradient_matches_finite_differences(rng, unbiased, method):

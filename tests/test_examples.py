@@ -27,8 +27,11 @@ def test_prune_with_cka_sr_and_export(tmp_path):
     argv = ["--epochs", "2", "--subset", "512"]
     if keras.backend.backend() != "torch":
         argv += ["--export", str(tmp_path / "saved")]
-    final = load("prune_with_cka_sr_and_export").main(argv)
-    assert final.get_layer("tap_fc1").kernel.shape == (400, 120)
+    result = load("prune_with_cka_sr_and_export").main(argv)
+    assert all(s == pytest.approx(0.9, abs=0.01) for s in result["sparsity"].values())
+    assert 0.0 <= result["test_accuracy"] <= 1.0  # 2 epochs on 512 digits: not a quality check
+    if keras.backend.backend() != "torch":
+        assert result["export_matches"] is True
 
 
 def test_cifar_example_needs_data_dir():

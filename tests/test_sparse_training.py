@@ -54,7 +54,20 @@ def test_cka_monitor_logs_mean_and_matrices():
     np.testing.assert_allclose(np.diag(monitor.matrices[-1]), 1.0, atol=1e-5)
 
 
-def test_cka_monitor_config_round_trip():
-    monitor = CKAMonitor(np.zeros((4, 2), "float32"), ["a", "b"], unbiased=False)
-    again = CKAMonitor.from_config(monitor.get_config())
-    assert again.names == ["a", "b"] and again.unbiased is False
+def test_cka_monitor_config_leaves_out_the_probe():
+    monitor = CKAMonitor(np.zeros((64, 2), "float32"), [["a", "b"], ["b", "c"]], unbiased=False)
+    config = monitor.get_config()
+    assert config == {"layer_names": [["a", "b"], ["b", "c"]], "unbiased": False,
+                      "pairs": "all", "log_key": "cka_mean"}
+    assert CKAMonitor(np.zeros((4, 2)), **config).names == ["a", "b", "c"]
+
+
+def test_cka_monitor_mean_is_over_the_pairs_the_loss_sums():
+    matrix = np.array([[1.0, 0.2, 0.9], [0.2, 1.0, 0.6], [0.9, 0.6, 1.0]])
+    probe = np.zeros((4, 2))
+    every = CKAMonitor(probe, ["a", "b", "c"])
+    assert every.mean_within_groups(matrix) == pytest.approx((0.2 + 0.9 + 0.6) / 3)
+    adjacent = CKAMonitor(probe, ["a", "b", "c"], pairs="adjacent")
+    assert adjacent.mean_within_groups(matrix) == pytest.approx((0.2 + 0.6) / 2)
+    grouped = CKAMonitor(probe, [["a", "b", "c"], ["c", "a"]], pairs="adjacent")
+    assert grouped.mean_within_groups(matrix) == pytest.approx((0.2 + 0.6 + 0.9) / 3)

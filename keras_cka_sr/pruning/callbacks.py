@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
+from keras_cka_sr import _compat
 from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 
 
-@keras.saving.register_keras_serializable(package="keras_cka_sr")
 class UpdatePruningStep(keras.callbacks.Callback):
     """Use it when training a pruned model, as tfmot requires (without it: a warning).
 
@@ -35,7 +35,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package="keras_cka_sr")
 class PruningSummaries(keras.callbacks.TensorBoard):
     """TensorBoard logs plus, per pruned weight, its sparsity and threshold.
 
@@ -59,7 +58,8 @@ class PruningSummaries(keras.callbacks.TensorBoard):
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)
-        with self._train_writer.as_default():
+        writer = _compat.tensorboard_train_writer(self)
+        with writer.as_default():
             for layer in collect_prunable_layers(self.model):
                 if not layer.built:
                     continue
@@ -70,4 +70,4 @@ class PruningSummaries(keras.callbacks.TensorBoard):
                         f"{weight.path}/threshold",
                         float(ops.convert_to_numpy(threshold)), step=epoch,
                     )
-        self._train_writer.flush()
+        writer.flush()

@@ -87,7 +87,7 @@ def m_by_n_mask(weights, m_by_n):
             f"m_by_n sparsity needs a rank-2 or rank-4 kernel; got shape {shape}."
         )
     count, channels = rows.shape
-    pad = group - channels % group
+    pad = -channels % group
     padded = ops.pad(ops.abs(rows), ((0, 0), (0, pad)))
     blocks = ops.reshape(padded, (-1, group))
     a = ops.expand_dims(blocks, 2)  # value i

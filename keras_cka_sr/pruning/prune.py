@@ -1,10 +1,10 @@
 """`prune_low_magnitude` and `strip_pruning`, with tfmot's signatures, for Keras 3 models."""
 
 import keras
-from keras.src.models.functional import Functional
 
+from keras_cka_sr import _compat
 from keras_cka_sr.pruning import registry
-from keras_cka_sr.pruning.schedules import ConstantSparsity
+from keras_cka_sr.pruning.schedules import default_schedule
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 
@@ -24,7 +24,7 @@ def prune_low_magnitude(
     The default schedule is tfmot's: `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
     """
     params = dict(
-        pruning_schedule=pruning_schedule or ConstantSparsity(0.5, begin_step=0, frequency=100),
+        pruning_schedule=default_schedule() if pruning_schedule is None else pruning_schedule,
         block_size=block_size,
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
@@ -81,7 +81,7 @@ def strip_pruning(model):
 
 
 def _check_graph_model(model, what):
-    if not isinstance(model, (Functional, keras.Sequential)):
+    if not _compat.is_graph_model(model):
         raise ValueError(
             f"{what} supports Sequential and functional models; {model.name!r} is a "
             f"subclassed {type(model).__name__}. Wrap its layers where you create them "

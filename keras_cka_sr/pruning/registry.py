@@ -65,8 +65,8 @@ def prunable_weights(layer):
     if isinstance(layer, L.MultiHeadAttention):
         return [
             sub.kernel
-            for sub in (layer._query_dense, layer._key_dense, layer._value_dense,
-                        layer._output_dense)
+            for sub in (layer.query_dense, layer.key_dense, layer.value_dense,
+                        layer.output_dense)
         ]
     if isinstance(layer, _NOTHING_TO_PRUNE) or not layer.weights:
         return []

@@ -142,6 +142,11 @@ class PolynomialDecay(PruningSchedule):
         }
 
 
+def default_schedule():
+    """tfmot's default for `prune_low_magnitude`: `ConstantSparsity(0.5, 0, frequency=100)`."""
+    return ConstantSparsity(0.5, begin_step=0, frequency=100)
+
+
 def GradualMagnitude(initial_sparsity, final_sparsity, begin_step, end_step, frequency=100):
     """Gradual magnitude pruning of Zhu & Gupta (2017): `PolynomialDecay` with power 3."""
     return PolynomialDecay(

@@ -16,10 +16,11 @@ import warnings
 import keras
 from keras import ops
 
+from keras_cka_sr import _compat
 from keras_cka_sr._validation import is_int
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
-from keras_cka_sr.pruning.schedules import ConstantSparsity, PruningSchedule
+from keras_cka_sr.pruning.schedules import PruningSchedule, default_schedule
 
 MISSING_CALLBACK_MESSAGE = (
     "PruneLowMagnitude is training without the UpdatePruningStep callback. Pruning itself "
@@ -70,7 +71,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if not registry.supports(layer):
             raise ValueError(registry.unsupported_message(layer))
         if pruning_schedule is None:
-            pruning_schedule = ConstantSparsity(0.5, begin_step=0, frequency=100)
+            pruning_schedule = default_schedule()
         if isinstance(pruning_schedule, dict):
             pruning_schedule = keras.saving.deserialize_keras_object(pruning_schedule)
         if not isinstance(pruning_schedule, PruningSchedule):
@@ -220,7 +221,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
 def _locate(layer, variable):
     """(object, attribute name) holding `variable` inside `layer` or its sublayers."""
-    owners = [layer] + list(layer._flatten_layers(include_self=False))
+    owners = _compat.flatten_layers(layer)
     for owner in owners:
         for attr, value in vars(owner).items():
             if value is variable:
@@ -235,6 +236,6 @@ def collect_prunable_layers(model):
     """The `PruneLowMagnitude` wrappers of a model (nested models included)."""
     layers = [model] if isinstance(model, PruneLowMagnitude) else []
     return layers + [
-        layer for layer in model._flatten_layers(include_self=False)
+        layer for layer in _compat.flatten_layers(model, include_self=False)
         if isinstance(layer, PruneLowMagnitude)
     ]

@@ -1,0 +1,58 @@
+"""The one module that touches private Keras APIs. Each use says why there is no public
+route. All of them are present in Keras 3.15.1, the version CI tests."""
+
+import keras
+from keras import tree
+
+# No public class: `keras.Model(inputs, outputs)` returns an instance of it, and only it
+# has a graph of layer calls to re-trace (Keras 3.0+).
+from keras.src.models.functional import Functional
+
+
+def is_functional(model) -> bool:
+    """True for a model built from inputs and outputs (not a Sequential or subclassed model)."""
+    return isinstance(model, Functional)
+
+
+def is_graph_model(model) -> bool:
+    """True for functional and Sequential models: those whose layer calls can be re-traced."""
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def flatten_layers(layer, include_self=True):
+    """Every layer nested in `layer` (sublayers of layers too, depth first).
+
+    `Model.layers` lists only the top level and misses sublayers such as a wrapper's inner
+    layer or MultiHeadAttention's projections; `Layer._flatten_layers` is what Keras'
+    own trackers use (Keras 3.0+).
+    """
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+def structure_inputs(model, inputs):
+    """New input tensors packed in the structure `model` was built with (dict, list...).
+
+    `Functional._inputs_struct` keeps it; `model.inputs` is flat (Keras 3.0+).
+    """
+    return tree.pack_sequence_as(model._inputs_struct, inputs)
+
+
+def run_graph(model, inputs, call_fn):
+    """Re-runs a functional model's graph on `inputs`, calling each layer through
+    `call_fn(layer, *args, **kwargs)`, with the model's own layer objects.
+
+    `keras.models.clone_model(call_function=...)` does the same publicly but builds a new
+    model, and does not support Sequential models, which `attach_cka_loss` takes nested
+    inside functional ones (`_run_through_graph(call_fn=...)`: Keras 3.4+).
+    """
+    inputs = model._standardize_inputs(inputs)
+    return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
+
+
+def tensorboard_train_writer(callback):
+    """The summary writer of a `keras.callbacks.TensorBoard` for training logs.
+
+    TensorBoard has no public accessor; a writer of our own on the same folder would
+    split the run's events over two files (Keras 3.0+).
+    """
+    return callback._train_writer
