@@ -64,7 +64,7 @@ class CKASRMixin:
             layers = self.cka_layers()
             if layers:
                 self.cka_tracker.update_state(
-                    sum(keras.ops.convert_to_tensor(l.last_penalty) for l in layers)
+                    sum(keras.ops.convert_to_tensor(layer.last_penalty) for layer in layers)
                 )
         return loss
 

@@ -48,7 +48,7 @@ def test_fit_reaches_scheduled_sparsity_learns_and_strips(tmp_path):
     pruned = pruning.prune_low_magnitude(
         small_cnn(), pruning.PolynomialDecay(0.0, 0.9, 0, 48, frequency=8)
     )
-    assert [type(l).__name__ for l in pruned.layers[1:]] == [
+    assert [type(layer).__name__ for layer in pruned.layers[1:]] == [
         "PruneLowMagnitude", "BatchNormalization", "PruneLowMagnitude", "Flatten",
         "PruneLowMagnitude",
     ]
@@ -172,7 +172,7 @@ def test_custom_prunable_layer():
 
 def test_list_and_single_layer():
     layers = pruning.prune_low_magnitude([keras.layers.Dense(3), keras.layers.Conv2D(2, 3)])
-    assert all(isinstance(l, pruning.PruneLowMagnitude) for l in layers)
+    assert all(isinstance(layer, pruning.PruneLowMagnitude) for layer in layers)
     assert pruning.prune_low_magnitude(keras.layers.Dense(3)).name.startswith("prune_low_magnitude_")
 
 

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_cka_sr import _compat
+from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 
 
@@ -18,6 +19,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         layers = collect_prunable_layers(self.model)
         for layer in layers:
+            registry.check_maskable(layer.layer)  # before fit takes the model's state
             layer.callback_active = True
             if layer.built and int(ops.convert_to_numpy(layer.pruning_step)) == -1:
                 layer.pruning_step.assign(0)

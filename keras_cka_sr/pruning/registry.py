@@ -43,6 +43,33 @@ class PrunableLayer(abc.ABC):
         """The variables to prune (e.g. `[self.kernel]`); never biases."""
 
 
+def check_maskable(layer):
+    """Raises for layers whose `call` does not read the weight the wrapper masks.
+
+    The wrapper's contract: during `call`, the layer (or a sublayer) reads each prunable
+    weight through the instance attribute that holds the variable, which the wrapper
+    swaps for `weight * mask` while the layer runs. LoRA adds a low-rank update on top
+    of the stored kernel, and a quantized layer reads an integer copy: masking the
+    stored weight would leave the weight actually used dense, so both are refused.
+    """
+    subs = [layer]
+    if isinstance(layer, L.MultiHeadAttention) and layer.built:
+        subs += [layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense]
+    for sub in subs:
+        if getattr(sub, "lora_enabled", False):
+            raise ValueError(
+                f"Layer {sub.name!r} has LoRA enabled: its kernel is the stored kernel plus a "
+                "low-rank update that a mask cannot reach. Prune (and strip_pruning) before "
+                "`enable_lora`, or merge the LoRA weights into the kernel first."
+            )
+        if getattr(sub, "quantization_mode", None):
+            raise ValueError(
+                f"Layer {sub.name!r} is quantized ({sub.quantization_mode}): it computes with "
+                "a quantized copy of its kernel, which a mask cannot reach. Prune, call "
+                "`strip_pruning`, then quantize (`model.quantize(...)`)."
+            )
+
+
 def supports(layer):
     """True when `prunable_weights(layer)` is defined (it may be empty)."""
     return (

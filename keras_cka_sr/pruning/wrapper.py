@@ -7,6 +7,10 @@ wrapped layer runs (pruned weights then also get zero gradient). The stored kern
 made sparse outside the train step: by `UpdatePruningStep` at each epoch end (as tfmot)
 and by `strip_pruning`. Masks, thresholds and the step counter are non-trainable
 variables, which every backend keeps when they are assigned inside `call`.
+
+The swap is the contract a prunable layer must meet: its `call` reads each prunable
+weight through the instance attribute that holds the variable (`registry.check_maskable`
+refuses LoRA-enabled and quantized layers, which compute with another tensor).
 """
 
 import contextlib
@@ -70,6 +74,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             )
         if not registry.supports(layer):
             raise ValueError(registry.unsupported_message(layer))
+        registry.check_maskable(layer)
         if pruning_schedule is None:
             pruning_schedule = default_schedule()
         if isinstance(pruning_schedule, dict):
@@ -113,6 +118,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
+        registry.check_maskable(self.layer)
         self.pruned_weights = registry.prunable_weights(self.layer)
         self._targets = [_locate(self.layer, w) for w in self.pruned_weights]
         self.masks, self.thresholds = [], []
@@ -135,6 +141,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.built = True
 
     def call(self, inputs, *args, training=None, **kwargs):
+        registry.check_maskable(self.layer)  # e.g. enable_lora called after wrapping
         if training and self.pruned_weights:
             if not self.callback_active:
                 warnings.warn(MISSING_CALLBACK_MESSAGE, stacklevel=2)

@@ -1,0 +1,94 @@
+"""The wrapper's mask reaches the weight each accepted layer really computes with."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cka_sr import pruning
+
+L = keras.layers
+
+CASES = {
+    "Dense": (lambda: L.Dense(5), (3, 6)),
+    "EinsumDense": (lambda: L.EinsumDense("ab,bc->ac", output_shape=5), (3, 6)),
+    "Conv1D": (lambda: L.Conv1D(4, 3), (2, 7, 3)),
+    "Conv2D": (lambda: L.Conv2D(4, 3), (2, 6, 6, 3)),
+    "Conv3D": (lambda: L.Conv3D(2, 2), (2, 4, 4, 4, 2)),
+    "Conv1DTranspose": (lambda: L.Conv1DTranspose(4, 3), (2, 5, 3)),
+    "Conv2DTranspose": (lambda: L.Conv2DTranspose(4, 3), (2, 4, 4, 3)),
+    "Conv3DTranspose": (lambda: L.Conv3DTranspose(2, 2), (2, 3, 3, 3, 2)),
+    "DepthwiseConv1D": (lambda: L.DepthwiseConv1D(3), (2, 7, 3)),
+    "DepthwiseConv2D": (lambda: L.DepthwiseConv2D(3), (2, 6, 6, 3)),
+    "SeparableConv1D": (lambda: L.SeparableConv1D(4, 3), (2, 7, 3)),
+    "SeparableConv2D": (lambda: L.SeparableConv2D(4, 3), (2, 6, 6, 3)),
+    "Embedding": (lambda: L.Embedding(10, 4), None),
+    "MultiHeadAttention": (lambda: L.MultiHeadAttention(2, 3), (2, 5, 6)),
+}
+
+
+def make_input(shape, rng):
+    if shape is None:  # Embedding
+        return np.array([[1, 3, 5], [7, 9, 2]], "int32")
+    return rng.normal(size=shape).astype("float32")
+
+
+def call(layer, x):
+    if isinstance(layer, L.MultiHeadAttention) or isinstance(
+        getattr(layer, "layer", None), L.MultiHeadAttention
+    ):
+        return layer(x, x)
+    return layer(x)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_mask_reaches_the_computed_weight(name, rng):
+    factory, shape = CASES[name]
+    x = make_input(shape, rng)
+    inner = factory()
+    call(inner, x)  # build
+    wrapper = pruning.PruneLowMagnitude(inner)
+    call(wrapper, x)
+    assert wrapper.pruned_weights, f"{name}: nothing to prune"
+    masks = []
+    for mask, weight in zip(wrapper.masks, wrapper.pruned_weights):
+        value = (rng.random(tuple(weight.shape)) < 0.5).astype("float32")
+        mask.assign(value)
+        masks.append(value)
+    got = ops.convert_to_numpy(call(wrapper, x))
+    for weight, value in zip(wrapper.pruned_weights, masks):
+        weight.assign(ops.convert_to_numpy(weight) * value)  # the masked weight, stored
+    expected = ops.convert_to_numpy(call(inner, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_enabled_layer_is_refused_when_wrapped():
+    dense = L.Dense(4)
+    dense.build((None, 3))
+    dense.enable_lora(2)
+    with pytest.raises(ValueError, match="LoRA enabled.*before `enable_lora`"):
+        pruning.PruneLowMagnitude(dense)
+
+
+def test_lora_enabled_after_wrapping_is_refused_at_the_next_call(rng):
+    x = rng.normal(size=(2, 3)).astype("float32")
+    wrapper = pruning.PruneLowMagnitude(L.Dense(4))
+    wrapper(x)
+    wrapper.layer.enable_lora(2)
+    with pytest.raises(ValueError, match="LoRA enabled"):
+        wrapper(x)
+
+
+def test_quantized_layer_is_refused():
+    dense = L.Dense(4)
+    dense.build((None, 8))
+    dense.quantize("int8")
+    with pytest.raises(ValueError, match=r"quantized \(int8\).*strip_pruning"):
+        pruning.PruneLowMagnitude(dense)
+
+
+def test_quantized_model_is_refused_by_prune_low_magnitude():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(4), L.Dense(2)])
+    model.quantize("int8")
+    with pytest.raises(ValueError, match="quantized"):
+        pruning.prune_low_magnitude(model)
