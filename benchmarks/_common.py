@@ -11,8 +11,11 @@ import time
 
 def parser(description, steps=10, warmup=3):
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"),
-                   choices=["tensorflow", "jax", "torch"])
+    p.add_argument(
+        "--backend",
+        default=os.environ.get("KERAS_BACKEND", "jax"),
+        choices=["tensorflow", "jax", "torch"],
+    )
     p.add_argument("--steps", type=int, default=steps, help="timed repetitions")
     p.add_argument("--warmup", type=int, default=warmup, help="untimed repetitions (compilation)")
     p.add_argument("--json", default=None, help="write the results here")
@@ -56,8 +59,13 @@ def time_call(fn, steps, warmup):
 def machine():
     import keras
 
-    info = {"python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "keras": keras.__version__, "backend": keras.backend.backend()}
+    info = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+    }
     try:
         import jax
 

@@ -26,8 +26,9 @@ CASES = {
 
 def main(argv=None):
     p = _common.parser(__doc__, steps=20, warmup=3)
-    p.add_argument("--cases", default=",".join(CASES),
-                   help=f"comma-separated subset of {', '.join(CASES)}")
+    p.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
+    )
     args = p.parse_args(argv)
     unknown = sorted(set(args.cases.split(",")) - set(CASES))
     if unknown:
@@ -65,20 +66,28 @@ def main(argv=None):
             return total
 
         def naive(*f):
-            return sum(cka.linear_cka(f[i], f[j], unbiased=True, epsilon=1e-6) for i, j in pairs) * 2.0
+            return (
+                sum(cka.linear_cka(f[i], f[j], unbiased=True, epsilon=1e-6) for i, j in pairs) * 2.0
+            )
 
         result = {"case": name, "n": n, "layers": len(shapes), "pairs": len(pairs), "path": path}
         inputs = to_inputs(features)  # once: host-to-backend copies stay out of the timing
         for label, fn in (("ours", ours), ("floor", floor), ("naive", naive)):
             compiled = grad_fn(fn, len(features))
-            result[f"{label}_s"] = _common.time_call(lambda: compiled(*inputs), args.steps, args.warmup)
+            result[f"{label}_s"] = _common.time_call(
+                lambda: compiled(*inputs), args.steps, args.warmup
+            )
             result[f"{label}_temp_bytes"] = memory(fn, features)
         result["ours_over_floor"] = result["ours_s"] / result["floor_s"]
         result["naive_over_ours"] = result["naive_s"] / result["ours_s"]
         rows.append(result)
-        mem = "" if result["ours_temp_bytes"] is None else (
-            f" temp MB ours/floor/naive={result['ours_temp_bytes'] / 2**20:.1f}/"
-            f"{result['floor_temp_bytes'] / 2**20:.1f}/{result['naive_temp_bytes'] / 2**20:.1f}"
+        mem = (
+            ""
+            if result["ours_temp_bytes"] is None
+            else (
+                f" temp MB ours/floor/naive={result['ours_temp_bytes'] / 2**20:.1f}/"
+                f"{result['floor_temp_bytes'] / 2**20:.1f}/{result['naive_temp_bytes'] / 2**20:.1f}"
+            )
         )
         print(
             f"{name}: path={path} L={len(shapes)} pairs={len(pairs)} "
@@ -102,7 +111,9 @@ def make_grad(backend):
             return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(arity))))
 
         def memory(fn, features):
-            lowered = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(features))))).lower(*features)
+            lowered = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(features))))).lower(
+                *features
+            )
             analysis = lowered.compile().memory_analysis()
             return None if analysis is None else int(analysis.temp_size_in_bytes)
 
@@ -120,7 +131,11 @@ def make_grad(backend):
 
             return step
 
-        return compile_, lambda fn, features: None, lambda features: [tf.constant(x) for x in features]
+        return (
+            compile_,
+            lambda fn, features: None,
+            lambda features: [tf.constant(x) for x in features],
+        )
     import torch
 
     def compile_(fn, arity):

@@ -30,11 +30,17 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--depth", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    p.add_argument("--settings", type=parse_settings, default=SETTINGS,
-                   help="comma-separated num_samples:every_n_steps, e.g. all:1,8:5 (default: all six)")
+    p.add_argument(
+        "--settings",
+        type=parse_settings,
+        default=SETTINGS,
+        help="comma-separated num_samples:every_n_steps, e.g. all:1,8:5 (default: all six)",
+    )
     args = p.parse_args(argv)
     if args.steps % 5:
-        p.error(f"--steps must be a multiple of 5 (every_n_steps=5 pays one step in 5); got {args.steps}")
+        p.error(
+            f"--steps must be a multiple of 5 (every_n_steps=5 pays one step in 5); got {args.steps}"
+        )
     _common.select_backend(args.backend)
     import keras
     import numpy as np
@@ -53,8 +59,10 @@ def main(argv=None):
         if every is not None:
             loss = CKASimilarityLoss(weight=1e-4, num_samples=num_samples, every_n_steps=every)
             model = attach_cka_loss(model, zoo.tap_groups(model), loss)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            keras.optimizers.SGD(0.01, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         for i in range(args.warmup):
             model.train_on_batch(xs[i], ys[i])
         return model
@@ -80,12 +88,17 @@ def main(argv=None):
     plain = medians[0]
     plain_model = models[0]
     step_flops = 3 * forward_flops(plain_model, batch)
-    dims = [int(np.prod(plain_model.get_layer(n).output.shape[1:]))
-            for g in zoo.tap_groups(plain_model) for n in g]
+    dims = [
+        int(np.prod(plain_model.get_layer(n).output.shape[1:]))
+        for g in zoo.tap_groups(plain_model)
+        for n in g
+    ]
     rows = [(ns, ev, t) for (ns, ev), t in zip(args.settings, medians[1:])]
     spread = max(times[0]) / min(times[0])
-    print(f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
-          f"(max/min over {args.rounds} rounds {spread:.2f}) plain step FLOPs={step_flops / 1e9:.2f}G")
+    print(
+        f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
+        f"(max/min over {args.rounds} rounds {spread:.2f}) plain step FLOPs={step_flops / 1e9:.2f}G"
+    )
     results = []
     for num_samples, every, seconds in rows:
         n = batch if num_samples is None else min(num_samples, batch)
@@ -93,13 +106,28 @@ def main(argv=None):
         floor = 1 + gram_flops / step_flops
         overhead = seconds / plain
         label = "all" if num_samples is None else num_samples
-        print(f"num_samples={label} every_n_steps={every} overhead={overhead:.3f}x floor={floor:.3f}x "
-              f"(step {1e3 * seconds:.1f}ms)", flush=True)
-        results.append({"num_samples": label, "every_n_steps": every, "step_s": seconds,
-                        "overhead": overhead, "floor": floor})
+        print(
+            f"num_samples={label} every_n_steps={every} overhead={overhead:.3f}x floor={floor:.3f}x "
+            f"(step {1e3 * seconds:.1f}ms)",
+            flush=True,
+        )
+        results.append(
+            {
+                "num_samples": label,
+                "every_n_steps": every,
+                "step_s": seconds,
+                "overhead": overhead,
+                "floor": floor,
+            }
+        )
     payload = {
-        "benchmark": "cka_overhead", "machine": _common.machine(), "depth": args.depth,
-        "batch_size": batch, "plain_step_s": plain, "plain_step_flops": step_flops, "rows": results,
+        "benchmark": "cka_overhead",
+        "machine": _common.machine(),
+        "depth": args.depth,
+        "batch_size": batch,
+        "plain_step_s": plain,
+        "plain_step_flops": step_flops,
+        "rows": results,
     }
     _common.write_json(args.json, payload)
     return payload
@@ -113,7 +141,8 @@ def parse_settings(text):
             settings.append((None if samples == "all" else int(samples), int(every)))
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected num_samples:every_n_steps (e.g. all:1 or 8:5); got {item!r}")
+                f"expected num_samples:every_n_steps (e.g. all:1 or 8:5); got {item!r}"
+            )
     return settings
 
 

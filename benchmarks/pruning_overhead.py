@@ -49,13 +49,14 @@ def main(argv=None):
         # As fit would, minus its input pipeline (tfmot's documented custom-loop pattern).
         for callback in callbacks:
             callback.on_train_batch_begin(i)
-        model.train_on_batch(x[BATCH * i: BATCH * (i + 1)], y[BATCH * i: BATCH * (i + 1)])
+        model.train_on_batch(x[BATCH * i : BATCH * (i + 1)], y[BATCH * i : BATCH * (i + 1)])
         for callback in callbacks:
             callback.on_train_batch_end(i)
 
     def prepared(model, lib, callbacks):
-        model.compile(lib.optimizers.Adam(1e-3),
-                      lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            lib.optimizers.Adam(1e-3), lib.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
         for callback in callbacks:
             callback.set_model(model)
             callback.on_train_begin()
@@ -80,7 +81,9 @@ def main(argv=None):
         theirs = tfmot.sparsity.keras.prune_low_magnitude(
             cnn(tf_keras), pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(*schedule_args)
         )
-        variants["tfmot_tf_keras"] = prepared(theirs, tf_keras, [tfmot.sparsity.keras.UpdatePruningStep()])
+        variants["tfmot_tf_keras"] = prepared(
+            theirs, tf_keras, [tfmot.sparsity.keras.UpdatePruningStep()]
+        )
         variants["plain_tf_keras"] = prepared(cnn(tf_keras), tf_keras, [])
     except ImportError as error:
         print(f"tfmot not available ({error}); install the `test` extra for column (c)")
@@ -96,9 +99,11 @@ def main(argv=None):
     if "tfmot_tf_keras" in results:
         ours_overhead = results["ours_keras3"] / results["plain_keras3"]
         tfmot_overhead = results["tfmot_tf_keras"] / results["plain_tf_keras"]
-        print(f"ours/tfmot step time = {results['ours_keras3'] / results['tfmot_tf_keras']:.2f}x; "
-              f"pruning overhead: ours {ours_overhead:.2f}x of plain Keras 3, "
-              f"tfmot {tfmot_overhead:.2f}x of plain tf_keras")
+        print(
+            f"ours/tfmot step time = {results['ours_keras3'] / results['tfmot_tf_keras']:.2f}x; "
+            f"pruning overhead: ours {ours_overhead:.2f}x of plain Keras 3, "
+            f"tfmot {tfmot_overhead:.2f}x of plain tf_keras"
+        )
     # Both must really prune: the share of zero kernel entries after stripping (the
     # epoch end writes weight * mask into tfmot's weights, as fit would).
     for model, callbacks in variants.values():
@@ -107,10 +112,15 @@ def main(argv=None):
     sparsity = {"ours_keras3": kernel_sparsity(pruning.strip_pruning(variants["ours_keras3"][0]))}
     if "tfmot_tf_keras" in variants:
         sparsity["tfmot_tf_keras"] = kernel_sparsity(
-            tfmot.sparsity.keras.strip_pruning(variants["tfmot_tf_keras"][0]))
+            tfmot.sparsity.keras.strip_pruning(variants["tfmot_tf_keras"][0])
+        )
     print("kernel sparsity reached: " + " ".join(f"{k}={v:.3f}" for k, v in sparsity.items()))
-    payload = {"benchmark": "pruning_overhead", "machine": _common.machine(),
-               "step_s": results, "kernel_sparsity": sparsity}
+    payload = {
+        "benchmark": "pruning_overhead",
+        "machine": _common.machine(),
+        "step_s": results,
+        "kernel_sparsity": sparsity,
+    }
     _common.write_json(args.json, payload)
     return payload
 
@@ -118,8 +128,9 @@ def main(argv=None):
 def kernel_sparsity(model):
     import numpy as np
 
-    kernels = [np.asarray(w) for layer in model.layers for w in layer.get_weights()
-               if np.ndim(w) > 1]
+    kernels = [
+        np.asarray(w) for layer in model.layers for w in layer.get_weights() if np.ndim(w) > 1
+    ]
     return sum(int((k == 0).sum()) for k in kernels) / sum(k.size for k in kernels)
 
 

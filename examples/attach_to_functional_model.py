@@ -1,6 +1,6 @@
 """Attach CKA-SR to your own functional model and train it on the MNIST-5k digits.
 
-    python examples/attach_to_functional_model.py --epochs 5
+python examples/attach_to_functional_model.py --epochs 5
 """
 
 import argparse
@@ -36,7 +36,9 @@ def main(argv=None):
     history = trained.fit(x, y, epochs=args.epochs, batch_size=64, verbose=2)
     print("cka_sr per epoch:", [round(v, 6) for v in history.history["cka_sr"]])
     # `model` shares the trained weights and has no penalty layer: evaluate or export it.
-    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     print("test accuracy:", model.evaluate(data.x_test, data.y_test, verbose=0)[1])
     return history
 

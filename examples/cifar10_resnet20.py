@@ -22,12 +22,21 @@ def main(argv=None):
     data = datasets.load("cifar10", data_dir=args.data_dir)
     for beta in (0.0, args.beta):
         config = experiment.RunConfig(
-            model="resnet20", method="rst", sparsity=args.sparsity, cka_weight=beta,
-            cka_samples=8, cka_every=5, epochs=args.epochs, batch_size=128, verbose=2,
+            model="resnet20",
+            method="rst",
+            sparsity=args.sparsity,
+            cka_weight=beta,
+            cka_samples=8,
+            cka_every=5,
+            epochs=args.epochs,
+            batch_size=128,
+            verbose=2,
         )
         result = experiment.run(config, data)
-        print(f"beta={beta:g}: test accuracy {result['test_accuracy']:.4f}, "
-              f"sparsity {result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}")
+        print(
+            f"beta={beta:g}: test accuracy {result['test_accuracy']:.4f}, "
+            f"sparsity {result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Gradual magnitude pruning to 90% sparsity with CKA-SR, then strip and export.
 
-    KERAS_BACKEND=jax python examples/prune_with_cka_sr_and_export.py --export /tmp/lenet_sparse
+KERAS_BACKEND=jax python examples/prune_with_cka_sr_and_export.py --export /tmp/lenet_sparse
 """
 
 import argparse
@@ -24,7 +24,9 @@ def main(argv=None):
 
     model = zoo.lenet5()
     steps = math.ceil(len(x) / 64) * args.epochs
-    schedule = pruning.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=int(0.7 * steps), frequency=10)
+    schedule = pruning.PolynomialDecay(
+        0.0, 0.9, begin_step=0, end_step=int(0.7 * steps), frequency=10
+    )
     pruned = pruning.prune_low_magnitude(model, pruning_schedule=schedule)
     # Pruned layers are tapped by their original names.
     trained = keras_cka_sr.attach_cka_loss(
@@ -33,18 +35,29 @@ def main(argv=None):
     trained.compile(
         "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
-    trained.fit(x, y, epochs=args.epochs, batch_size=64, verbose=2,
-                callbacks=[pruning.UpdatePruningStep()])
+    trained.fit(
+        x, y, epochs=args.epochs, batch_size=64, verbose=2, callbacks=[pruning.UpdatePruningStep()]
+    )
 
     final = pruning.strip_pruning(pruned)
-    kernels = [final.get_layer(n).kernel for n in ("tap_conv1", "tap_conv2", "tap_fc1", "tap_fc2", "logits")]
+    kernels = [
+        final.get_layer(n).kernel
+        for n in ("tap_conv1", "tap_conv2", "tap_fc1", "tap_fc2", "logits")
+    ]
     sparsity = {k.path: float(np.mean(keras.ops.convert_to_numpy(k) == 0)) for k in kernels}
     for path, value in sparsity.items():
         print(f"{path}: sparsity {value:.3f}")
-    final.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    final.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     accuracy = final.evaluate(data.x_test, data.y_test, verbose=0)[1]
     print("test accuracy:", accuracy)
-    result = {"model": final, "sparsity": sparsity, "test_accuracy": accuracy, "export_matches": None}
+    result = {
+        "model": final,
+        "sparsity": sparsity,
+        "test_accuracy": accuracy,
+        "export_matches": None,
+    }
     if args.export:
         final.export(args.export, format="tf_saved_model")
         import tensorflow as tf

@@ -42,7 +42,9 @@ class ConvNetPlainAddLoss(keras.Model):
         super().__init__(**kwargs)
         self.blocks = [keras.layers.Conv2D(16, 3, activation="relu") for _ in range(3)]
         self.penalty = keras_cka_sr.CKASimilarityLoss(weight=beta, num_samples=8)
-        self.head = keras.Sequential([keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+        self.head = keras.Sequential(
+            [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)]
+        )
 
     def call(self, x, training=False):
         features = []
@@ -64,7 +66,9 @@ def main(argv=None):
     results = {}
     for model in (ConvNet(), ConvNetPlainAddLoss()):
         model.compile(
-            "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+            "adam",
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
         )
         history = model.fit(x, y, epochs=args.epochs, batch_size=64, verbose=2)
         results[type(model).__name__] = history.history

@@ -61,7 +61,8 @@ class CKAMonitor(keras.callbacks.Callback):
     def get_config(self):
         """The arguments except the probe batch (data, not configuration)."""
         layer_names = (
-            self.names if self.groups is None
+            self.names
+            if self.groups is None
             else [[self.names[i] for i in group] for group in self.groups]
         )
         return {

@@ -134,16 +134,13 @@ def _check_features(features, min_count):
             f"got {type(features).__name__}."
         )
     if len(features) < min_count:
-        raise ValueError(
-            f"`features` must hold at least {min_count} tensors; got {len(features)}."
-        )
+        raise ValueError(f"`features` must hold at least {min_count} tensors; got {len(features)}.")
     n = None
     for index, f in enumerate(features):
         shape = tuple(f.shape)
         if len(shape) < 1:
             raise ValueError(
-                f"`features[{index}]` must have a batch axis, shape (n, ...); "
-                f"got a scalar."
+                f"`features[{index}]` must have a batch axis, shape (n, ...); got a scalar."
             )
         if shape[0] is not None:
             if n is not None and shape[0] != n:
@@ -162,9 +159,7 @@ def _check_pairs(pairs, count):
             raise TypeError(f"`pairs` entries must be (int, int) tuples; got {pair!r}.")
         for i in pair:
             if not 0 <= i < count:
-                raise ValueError(
-                    f"`pairs` index {i} is out of range for {count} features."
-                )
+                raise ValueError(f"`pairs` index {i} is out of range for {count} features.")
         checked.append(tuple(pair))
     if not checked:
         raise ValueError("`pairs` must hold at least one (i, j) pair.")
@@ -297,9 +292,7 @@ def _feature_hsic_terms(features, pairs, unbiased, dtype):
     self_hsic = ops.stack([_feature_hsic(x, x, s, s, unbiased) for x, s in zip(xs, stats)])
     if not pairs:
         return None, self_hsic
-    hsic = ops.stack(
-        [_feature_hsic(xs[i], xs[j], stats[i], stats[j], unbiased) for i, j in pairs]
-    )
+    hsic = ops.stack([_feature_hsic(xs[i], xs[j], stats[i], stats[j], unbiased) for i, j in pairs])
     return hsic, self_hsic
 
 
@@ -336,12 +329,7 @@ def _feature_hsic(x, y, kx, ky, unbiased):
         return cross
     n = ops.cast(ops.shape(x)[0], x.dtype)
     kl = ops.sum(kx * ky)
-    return (
-        cross
-        - kl
-        + ops.sum(kx) * ops.sum(ky) / ((n - 1.0) * (n - 2.0))
-        - 2.0 * kl / (n - 2.0)
-    )
+    return cross - kl + ops.sum(kx) * ops.sum(ky) / ((n - 1.0) * (n - 2.0)) - 2.0 * kl / (n - 2.0)
 
 
 def _normalize(hsic, self_a, self_b, epsilon):

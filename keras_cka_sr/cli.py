@@ -22,7 +22,9 @@ def _typed(check, **bounds):
         except (TypeError, ValueError) as error:
             message = str(error).replace("`value` must be", "must be")
             if "must be" not in message:
-                message = f"must be {'a number' if check is check_float else 'an int'}; got {text!r}."
+                message = (
+                    f"must be {'a number' if check is check_float else 'an int'}; got {text!r}."
+                )
             raise argparse.ArgumentTypeError(message) from None
 
     return parse
@@ -43,28 +45,69 @@ def build_parser():
 
     positive = _typed(check_int, minimum=1)
     train.add_argument("--dataset", default="mnist5k", choices=datasets.NAMES)
-    train.add_argument("--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)")
+    train.add_argument(
+        "--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)"
+    )
     train.add_argument("--model", default="lenet5", choices=zoo.NAMES)
     train.add_argument("--method", nargs="+", default=["gmp"], choices=experiment.METHODS)
-    train.add_argument("--sparsity", nargs="+", default=[0.95],
-                       type=_typed(check_float, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False))
-    train.add_argument("--cka-weight", nargs="+", default=[1e-4], type=_typed(check_float, minimum=0.0),
-                       help="beta; 0 disables CKA-SR")
-    train.add_argument("--cka-samples", type=_typed(check_int, minimum=4), default=8,
-                       help="samples-to-cal: first k samples of a batch (unbiased HSIC: k >= 4)")
-    train.add_argument("--cka-every", type=positive, default=5, help="batches-to-cal: penalty every N batches")
-    train.add_argument("--compare", action="store_true", help="also run beta=0 (the baseline) for each setting")
-    train.add_argument("--resnet-width", type=positive, default=16, help="first-stage filters of the ResNets (paper: 16)")
+    train.add_argument(
+        "--sparsity",
+        nargs="+",
+        default=[0.95],
+        type=_typed(
+            check_float, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
+        ),
+    )
+    train.add_argument(
+        "--cka-weight",
+        nargs="+",
+        default=[1e-4],
+        type=_typed(check_float, minimum=0.0),
+        help="beta; 0 disables CKA-SR",
+    )
+    train.add_argument(
+        "--cka-samples",
+        type=_typed(check_int, minimum=4),
+        default=8,
+        help="samples-to-cal: first k samples of a batch (unbiased HSIC: k >= 4)",
+    )
+    train.add_argument(
+        "--cka-every", type=positive, default=5, help="batches-to-cal: penalty every N batches"
+    )
+    train.add_argument(
+        "--compare", action="store_true", help="also run beta=0 (the baseline) for each setting"
+    )
+    train.add_argument(
+        "--resnet-width",
+        type=positive,
+        default=16,
+        help="first-stage filters of the ResNets (paper: 16)",
+    )
     train.add_argument("--seeds", nargs="+", type=_typed(check_int, minimum=0), default=[0])
     train.add_argument("--epochs", type=positive, default=10)
     train.add_argument("--batch-size", type=positive, default=64)
-    train.add_argument("--lr", type=_typed(check_float, minimum=0.0, min_inclusive=False), default=1e-3,
-                       help="Adam learning rate")
-    train.add_argument("--subset", type=positive, default=None, help="use only the first N training samples (smoke runs)")
-    train.add_argument("--distribute", default="none", choices=experiment.DISTRIBUTE,
-                       help="mirrored: tf.distribute.MirroredStrategy (TF backend); "
-                            "data-parallel: keras.distribution.DataParallel (JAX backend)")
-    train.add_argument("--output", default=None, help="write all results to this JSON file (after every run)")
+    train.add_argument(
+        "--lr",
+        type=_typed(check_float, minimum=0.0, min_inclusive=False),
+        default=1e-3,
+        help="Adam learning rate",
+    )
+    train.add_argument(
+        "--subset",
+        type=positive,
+        default=None,
+        help="use only the first N training samples (smoke runs)",
+    )
+    train.add_argument(
+        "--distribute",
+        default="none",
+        choices=experiment.DISTRIBUTE,
+        help="mirrored: tf.distribute.MirroredStrategy (TF backend); "
+        "data-parallel: keras.distribution.DataParallel (JAX backend)",
+    )
+    train.add_argument(
+        "--output", default=None, help="write all results to this JSON file (after every run)"
+    )
     train.add_argument("--plots", default=None, help="write PNG figures into this folder")
     train.add_argument("--export", default=None, help="export the last model as a SavedModel here")
     train.add_argument("--save", default=None, help="save the last model as a .keras file")
@@ -80,19 +123,21 @@ def summarize(results):
     summary = []
     for (method, sparsity, beta), runs in sorted(rows.items()):
         acc = np.array([r["test_accuracy"] for r in runs])
-        summary.append({
-            "method": method,
-            "sparsity_target": sparsity,
-            "cka_weight": beta,
-            "seeds": [r["config"]["seed"] for r in runs],
-            "test_accuracy_mean": float(acc.mean()),
-            "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-            "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in runs])),
-            "sparsity_achieved": float(np.mean([r["sparsity"] for r in runs])),
-            "cka_mean": float(np.mean([r["cka_mean"] for r in runs])),
-            "small_weight_share": float(np.mean([r["small_weight_share"] for r in runs])),
-            "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
-        })
+        summary.append(
+            {
+                "method": method,
+                "sparsity_target": sparsity,
+                "cka_weight": beta,
+                "seeds": [r["config"]["seed"] for r in runs],
+                "test_accuracy_mean": float(acc.mean()),
+                "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                "val_accuracy_mean": float(np.mean([r["val_accuracy"] for r in runs])),
+                "sparsity_achieved": float(np.mean([r["sparsity"] for r in runs])),
+                "cka_mean": float(np.mean([r["cka_mean"] for r in runs])),
+                "small_weight_share": float(np.mean([r["small_weight_share"] for r in runs])),
+                "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+            }
+        )
     _add_paired_deltas(summary, results)
     return summary
 
@@ -129,7 +174,9 @@ def format_table(summary):
     for row in summary:
         acc = f"{100 * row['test_accuracy_mean']:.2f} ± {100 * row['test_accuracy_std']:.2f}"
         gain = (
-            f"{100 * row['gain_mean']:+.2f} ± {100 * row['gain_std']:.2f}" if "gain_mean" in row else ""
+            f"{100 * row['gain_mean']:+.2f} ± {100 * row['gain_std']:.2f}"
+            if "gain_mean" in row
+            else ""
         )
         lines.append(
             f"{row['method']:<8} {row['sparsity_target']:>8.3f} {row['cka_weight']:>7.0e} {acc:>24} "
@@ -174,7 +221,8 @@ def train(args):
     for config in configs:
         print(
             f"\n== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
-            f"seed={config.seed}", flush=True,
+            f"seed={config.seed}",
+            flush=True,
         )
         result = experiment.run(config, data)
         warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
@@ -189,7 +237,9 @@ def train(args):
             _write_results(args.output, args.dataset, keras.backend.backend(), results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
-    print(f"\n{len(results)} runs in {time.time() - start:.0f}s on backend {keras.backend.backend()}.")
+    print(
+        f"\n{len(results)} runs in {time.time() - start:.0f}s on backend {keras.backend.backend()}."
+    )
     if args.output:
         print(f"results: {args.output}")
     last = results[-1]["model"]
@@ -209,7 +259,8 @@ def train(args):
         print(
             f"keras-cka-sr: error: run {config['method']} sparsity={config['sparsity']} "
             f"beta={config['cka_weight']:g} seed={config['seed']} ended with a non-finite loss "
-            "or weights.", file=sys.stderr,
+            "or weights.",
+            file=sys.stderr,
         )
     return summary, not bad
 
@@ -225,13 +276,23 @@ def _configs(args):
             for sparsity in [0.0] if method == "dense" else args.sparsity:
                 for seed in args.seeds:
                     for beta in betas:
-                        configs.append(experiment.RunConfig(
-                            model=args.model, method=method, sparsity=sparsity, cka_weight=beta,
-                            cka_samples=args.cka_samples, cka_every=args.cka_every,
-                            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                            seed=seed, verbose=args.verbose, resnet_width=args.resnet_width,
-                            distribute=args.distribute,
-                        ))
+                        configs.append(
+                            experiment.RunConfig(
+                                model=args.model,
+                                method=method,
+                                sparsity=sparsity,
+                                cka_weight=beta,
+                                cka_samples=args.cka_samples,
+                                cka_every=args.cka_every,
+                                epochs=args.epochs,
+                                batch_size=args.batch_size,
+                                learning_rate=args.lr,
+                                seed=seed,
+                                verbose=args.verbose,
+                                resnet_width=args.resnet_width,
+                                distribute=args.distribute,
+                            )
+                        )
     except (TypeError, ValueError) as error:
         raise SystemExit(f"keras-cka-sr: error: {error}") from None
     return configs

@@ -40,9 +40,12 @@ class Dataset:
         """The first `train` training/validation and `test` test samples (smoke runs)."""
         return dataclasses.replace(
             self,
-            x_train=self.x_train[:train], y_train=self.y_train[:train],
-            x_val=self.x_val[:train], y_val=self.y_val[:train],
-            x_test=self.x_test[:test], y_test=self.y_test[:test],
+            x_train=self.x_train[:train],
+            y_train=self.y_train[:train],
+            x_val=self.x_val[:train],
+            y_val=self.y_val[:train],
+            x_test=self.x_test[:test],
+            y_test=self.y_test[:test],
         )
 
 
@@ -92,7 +95,9 @@ def _mnist5k(seed):
         rows = handle.read().split()
     table = np.array([row.split(",") for row in rows], dtype=np.float32)
     if table.shape != (5000, 785):
-        raise ValueError(f"Unexpected mnist_5k.csv.gz layout: shape {table.shape}, expected (5000, 785).")
+        raise ValueError(
+            f"Unexpected mnist_5k.csv.gz layout: shape {table.shape}, expected (5000, 785)."
+        )
     x = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1).astype("float32")
     y = table[:, -1].astype("int32")
     return (*_split(x, y, 1000, seed), 10)
@@ -102,7 +107,9 @@ def _digits(seed):
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise ImportError("The digits data set needs scikit-learn: `pip install scikit-learn`.") from error
+        raise ImportError(
+            "The digits data set needs scikit-learn: `pip install scikit-learn`."
+        ) from error
     digits = load_digits()
     x = (digits.images / 16.0).reshape(-1, 8, 8, 1).astype("float32")
     y = digits.target.astype("int32")
@@ -119,8 +126,12 @@ def _tfds(name, data_dir):
         ) from error
     try:
         train, test = tfds.load(
-            name, split=["train", "test"], data_dir=data_dir, batch_size=-1,
-            as_supervised=True, download=False,
+            name,
+            split=["train", "test"],
+            data_dir=data_dir,
+            batch_size=-1,
+            as_supervised=True,
+            download=False,
         )
     except Exception as error:  # tfds raises several types for missing data
         where = data_dir or "~/tensorflow_datasets"
@@ -132,7 +143,7 @@ def _tfds(name, data_dir):
         ) from error
     (x_train, y_train), (x_test, y_test) = tfds.as_numpy(train), tfds.as_numpy(test)
     classes = 100 if name == "cifar100" else 10
-    scale = lambda x: (np.asarray(x, np.float32) / 255.0)  # noqa: E731
+    scale = lambda x: np.asarray(x, np.float32) / 255.0  # noqa: E731
     return (
         (scale(x_train), np.asarray(y_train, np.int32)),
         (scale(x_test), np.asarray(y_test, np.int32)),

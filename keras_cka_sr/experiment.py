@@ -49,15 +49,21 @@ class RunConfig:
             self.sparsity = check_float("sparsity", self.sparsity, 0.0, 1.0, max_inclusive=False)
         else:
             self.sparsity = check_float(
-                f"sparsity (method {self.method!r})", self.sparsity, 0.0, 1.0,
-                min_inclusive=False, max_inclusive=False,
+                f"sparsity (method {self.method!r})",
+                self.sparsity,
+                0.0,
+                1.0,
+                min_inclusive=False,
+                max_inclusive=False,
             )
         self.cka_weight = check_float("cka_weight", self.cka_weight, 0.0)
         self.cka_samples = check_int("cka_samples", self.cka_samples, cka.min_samples(True))
         self.cka_every = check_int("cka_every", self.cka_every, 1)
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
         self.batch_size = check_int("batch_size", self.batch_size, 1)
-        self.learning_rate = check_float("learning_rate", self.learning_rate, 0.0, min_inclusive=False)
+        self.learning_rate = check_float(
+            "learning_rate", self.learning_rate, 0.0, min_inclusive=False
+        )
         self.seed = check_int("seed", self.seed, 0)
         self.probe_size = check_int("probe_size", self.probe_size, cka.min_samples(True))
         self.resnet_width = check_int("resnet_width", self.resnet_width, 1)
@@ -78,7 +84,9 @@ def check(config, data):
             f"batch_size={config.batch_size} is larger than the {len(data.x_train)} training samples."
         )
     if config.distribute == "data-parallel":
-        _check_shardable(config.batch_size, {"training": len(data.x_train), "validation": len(data.x_val)})
+        _check_shardable(
+            config.batch_size, {"training": len(data.x_train), "validation": len(data.x_val)}
+        )
     model = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     zoo.tap_groups(model)
     _cka_loss(config)
@@ -107,8 +115,10 @@ def run(config, data):
     stats = sparse_training.kernel_stats(final)
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
-    finite = bool(losses) and bool(np.all(np.isfinite(losses))) and all(
-        np.all(np.isfinite(w)) for w in final.get_weights()
+    finite = (
+        bool(losses)
+        and bool(np.all(np.isfinite(losses)))
+        and all(np.all(np.isfinite(w)) for w in final.get_weights())
     )
     return {
         "config": dataclasses.asdict(config),
@@ -181,9 +191,14 @@ def _train(config, data):
         if pruning.collect_prunable_layers(model):
             callbacks.insert(0, pruning.UpdatePruningStep())
         result = trained.fit(
-            data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
-            batch_size=config.batch_size, epochs=initial_epoch + epochs,
-            initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            batch_size=config.batch_size,
+            epochs=initial_epoch + epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=config.verbose,
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
@@ -217,7 +232,9 @@ def _schedule(config, steps_per_epoch):
     """The pruning schedule of `config.method` (None for dense)."""
     if config.method == "gmp":
         return pruning.PolynomialDecay(
-            0.0, config.sparsity, begin_step=0,
+            0.0,
+            config.sparsity,
+            begin_step=0,
             end_step=int(0.75 * steps_per_epoch * config.epochs),
             frequency=max(1, steps_per_epoch // 4),
         )
@@ -237,4 +254,8 @@ def _log_histogram(magnitudes, low=-8, high=1, bins=45):
     """Counts of |w| over log10-spaced bins; exact zeros are counted apart."""
     nonzero = magnitudes[magnitudes > 0]
     counts, edges = np.histogram(np.log10(nonzero), bins=bins, range=(low, high))
-    return {"log10_edges": edges.tolist(), "counts": counts.tolist(), "zeros": int(np.sum(magnitudes == 0))}
+    return {
+        "log10_edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "zeros": int(np.sum(magnitudes == 0)),
+    }

@@ -35,12 +35,20 @@ class CKARegularization(keras.layers.Layer):
             )
         self.loss = loss
         self.step = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False, name="step",
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+            name="step",
             aggregation="only_first_replica",
         )
         self.last_penalty = self.add_weight(
-            shape=(), dtype="float32", initializer="zeros", trainable=False,
-            name="last_penalty", aggregation="mean",
+            shape=(),
+            dtype="float32",
+            initializer="zeros",
+            trainable=False,
+            name="last_penalty",
+            aggregation="mean",
         )
         self.built = True
 
@@ -84,4 +92,3 @@ class CKARegularization(keras.layers.Layer):
         config = dict(config)
         config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         return cls(**config)
-

@@ -52,7 +52,8 @@ class CKASRMixin:
     def cka_layers(self):
         """The `CKARegularization` layers of this model (nested ones included)."""
         return [
-            layer for layer in _compat.flatten_layers(self, include_self=False)
+            layer
+            for layer in _compat.flatten_layers(self, include_self=False)
             if isinstance(layer, CKARegularization)
         ]
 
@@ -105,9 +106,7 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
     if not _compat.is_graph_model(model):
-        raise TypeError(
-            SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__)
-        )
+        raise TypeError(SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__))
     if loss is None:
         loss = CKASimilarityLoss()
     if not callable(loss):
@@ -167,9 +166,7 @@ def _trace_taps(model, names):
             f"Available layers: {sorted(available)}."
         )
     tracer = _Tracer(set(names))
-    inputs = [
-        keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
-    ]
+    inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
     structured_inputs = (
         _compat.structure_inputs(model, inputs) if _compat.is_functional(model) else inputs[0]
     )

@@ -42,7 +42,9 @@ def cka_heatmaps(baseline, cka_sr, path):
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         beta = run["config"]["cka_weight"]
-        ax.set_title(f"{title} (beta={beta:g}): mean within-stage CKA {run['cka_mean']:.3f}", fontsize=9)
+        ax.set_title(
+            f"{title} (beta={beta:g}): mean within-stage CKA {run['cka_mean']:.3f}", fontsize=9
+        )
         fig.colorbar(image, ax=ax, fraction=0.046)
     return _save(plt, fig, path)
 
@@ -73,8 +75,12 @@ def accuracy_vs_sparsity(summary, path):
         rows = sorted(rows, key=lambda r: r["sparsity_target"])
         x = [r["sparsity_target"] for r in rows]
         ax.errorbar(
-            x, [r["test_accuracy_mean"] for r in rows], yerr=[r["test_accuracy_std"] for r in rows],
-            marker="o", capsize=3, label=f"{method}, beta={beta:g}",
+            x,
+            [r["test_accuracy_mean"] for r in rows],
+            yerr=[r["test_accuracy_std"] for r in rows],
+            marker="o",
+            capsize=3,
+            label=f"{method}, beta={beta:g}",
         )
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
@@ -85,8 +91,13 @@ def write_all(results, summary, directory):
     os.makedirs(directory, exist_ok=True)
     paths = []
     first = results[0]["config"]
-    same = [r for r in results if r["config"]["method"] == first["method"]
-            and r["config"]["sparsity"] == first["sparsity"] and r["config"]["seed"] == first["seed"]]
+    same = [
+        r
+        for r in results
+        if r["config"]["method"] == first["method"]
+        and r["config"]["sparsity"] == first["sparsity"]
+        and r["config"]["seed"] == first["seed"]
+    ]
     baseline = next((r for r in same if r["config"]["cka_weight"] == 0), None)
     regularized = next((r for r in same if r["config"]["cka_weight"] > 0), None)
     paths.append(cka_heatmaps(baseline, regularized, os.path.join(directory, "cka_heatmap.png")))

@@ -28,7 +28,7 @@ def build(name, input_shape, num_classes, resnet_width=16):
         return mlp(input_shape, num_classes)
     if name in ("resnet20", "resnet32"):
         widths = (resnet_width, 2 * resnet_width, 4 * resnet_width)
-        return cifar_resnet(int(name[len("resnet"):]), input_shape, num_classes, widths)
+        return cifar_resnet(int(name[len("resnet") :]), input_shape, num_classes, widths)
     raise ValueError(f"`name` must be one of {NAMES}; got {name!r}.")
 
 
@@ -99,8 +99,12 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, widths=(16, 32,
         for b in range(1, blocks + 1):
             prefix = f"stage{s}_block{b}"
             stride = 2 if s > 1 and b == 1 else 1
-            y = layers.Conv2D(width, 3, strides=stride, padding="same", name=f"{prefix}_conv1", **init)(x)
-            y = layers.ReLU(name=f"{prefix}_relu1")(layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(y))
+            y = layers.Conv2D(
+                width, 3, strides=stride, padding="same", name=f"{prefix}_conv1", **init
+            )(x)
+            y = layers.ReLU(name=f"{prefix}_relu1")(
+                layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(y)
+            )
             y = layers.Conv2D(width, 3, padding="same", name=f"{prefix}_conv2", **init)(y)
             y = layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(y)
             if stride != 1 or x.shape[-1] != width:

@@ -83,11 +83,21 @@ def mirrored():
         # One step with lr 0 on a batch of 16: each replica's penalty is on its 8 samples.
         probe = build(weight=1.0, num_samples=None, lr=0.0)
         first = probe.fit(
-            x[:16], y[:16], batch_size=16, epochs=1, shuffle=False, verbose=0,
+            x[:16],
+            y[:16],
+            batch_size=16,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
             callbacks=[pruning.UpdatePruningStep()],
         ).history["cka_sr"][0]
         history = model.fit(
-            x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+            x,
+            y,
+            batch_size=16,
+            epochs=3,
+            shuffle=False,
+            verbose=0,
             callbacks=[pruning.UpdatePruningStep()],
         ).history
     full = CKASimilarityLoss(1.0)
@@ -98,16 +108,15 @@ def mirrored():
         "loss": history["loss"],
         "masks_identical_on_replicas": all(
             all(np.array_equal(v[0], other) for other in v[1:])
-            for w in wrappers for v in map(replica_values, w.masks)
+            for w in wrappers
+            for v in map(replica_values, w.masks)
         ),
-        "sparsity": float(np.mean([
-            1.0 - np.mean(replica_values(m)[0]) for w in wrappers for m in w.masks
-        ])),
+        "sparsity": float(
+            np.mean([1.0 - np.mean(replica_values(m)[0]) for w in wrappers for m in w.masks])
+        ),
         "weights_finite": all(np.all(np.isfinite(ops.convert_to_numpy(w))) for w in model.weights),
         "first_step_penalty": first,
-        "per_replica_expected": 0.5 * (
-            penalty(probe, x[:8], full) + penalty(probe, x[8:16], full)
-        ),
+        "per_replica_expected": 0.5 * (penalty(probe, x[:8], full) + penalty(probe, x[8:16], full)),
         "global_batch_value": penalty(probe, x[:16], full),
     }
 
@@ -124,7 +133,12 @@ def data_parallel():
         if scope is None:
             model = build()
             history = model.fit(
-                x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                x,
+                y,
+                batch_size=16,
+                epochs=3,
+                shuffle=False,
+                verbose=0,
                 callbacks=[pruning.UpdatePruningStep()],
             ).history
             model(x[:16], training=True)
@@ -132,7 +146,12 @@ def data_parallel():
             with scope.scope():
                 model = build()
                 history = model.fit(
-                    x, y, batch_size=16, epochs=3, shuffle=False, verbose=0,
+                    x,
+                    y,
+                    batch_size=16,
+                    epochs=3,
+                    shuffle=False,
+                    verbose=0,
                     callbacks=[pruning.UpdatePruningStep()],
                 ).history
                 model(x[:16], training=True)
@@ -142,7 +161,8 @@ def data_parallel():
             "penalty": float(ops.convert_to_numpy(layer.last_penalty)),
             "masks": [
                 ops.convert_to_numpy(m).tolist()
-                for w in pruning.collect_prunable_layers(model) for m in w.masks
+                for w in pruning.collect_prunable_layers(model)
+                for m in w.masks
             ],
         }
     results["devices"] = len(jax.devices())
@@ -152,11 +172,32 @@ def data_parallel():
 def cli(distribute):
     from keras_cka_sr import cli as main_job
 
-    status = main_job.main([
-        "train", "--dataset", "digits", "--model", "mlp", "--method", "dense", "--subset", "300",
-        "--epochs", "2", "--batch-size", "32", "--compare", "--cka-every", "1", "--verbose", "0",
-        "--distribute", distribute, "--output", sys.argv[2],
-    ])
+    status = main_job.main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--method",
+            "dense",
+            "--subset",
+            "300",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--compare",
+            "--cka-every",
+            "1",
+            "--verbose",
+            "0",
+            "--distribute",
+            distribute,
+            "--output",
+            sys.argv[2],
+        ]
+    )
     return {"status": status}
 
 
@@ -166,5 +207,5 @@ if __name__ == "__main__":
     elif MODE == "data-parallel":
         result = data_parallel()
     else:
-        result = cli(MODE[len("cli-"):])
+        result = cli(MODE[len("cli-") :])
     print("RESULT " + json.dumps(result), flush=True)

@@ -30,5 +30,7 @@ def gradients(fn, arrays):
         value = fn(*tensors)
         if value.requires_grad:
             value.backward()
-        return [np.zeros_like(a) if t.grad is None else t.grad.numpy() for a, t in zip(arrays, tensors)]
+        return [
+            np.zeros_like(a) if t.grad is None else t.grad.numpy() for a, t in zip(arrays, tensors)
+        ]
     raise NotImplementedError(backend)

@@ -16,13 +16,29 @@ def load(name):
 
 
 def common_args(tmp_path, steps):
-    return ["--backend", keras.backend.backend(), "--steps", str(steps), "--warmup", "1",
-            "--json", str(tmp_path / "result.json")]
+    return [
+        "--backend",
+        keras.backend.backend(),
+        "--steps",
+        str(steps),
+        "--warmup",
+        "1",
+        "--json",
+        str(tmp_path / "result.json"),
+    ]
 
 
 def test_cka_overhead_reports_every_setting(tmp_path):
-    argv = common_args(tmp_path, 5) + ["--depth", "14", "--batch-size", "8", "--rounds", "1",
-                                       "--settings", "all:1,4:5"]
+    argv = common_args(tmp_path, 5) + [
+        "--depth",
+        "14",
+        "--batch-size",
+        "8",
+        "--rounds",
+        "1",
+        "--settings",
+        "all:1,4:5",
+    ]
     payload = load("cka_overhead").main(argv)
     rows = payload["rows"]
     assert [(r["num_samples"], r["every_n_steps"]) for r in rows] == [("all", 1), (4, 5)]
@@ -46,7 +62,12 @@ def test_cka_kernel_shows_both_paths(tmp_path):
 def test_pruning_overhead_prunes_both_libraries(tmp_path):
     pytest.importorskip("tensorflow_model_optimization")
     payload = load("pruning_overhead").main(common_args(tmp_path, 10) + ["--rounds", "1"])
-    assert set(payload["step_s"]) == {"plain_keras3", "ours_keras3", "tfmot_tf_keras", "plain_tf_keras"}
+    assert set(payload["step_s"]) == {
+        "plain_keras3",
+        "ours_keras3",
+        "tfmot_tf_keras",
+        "plain_tf_keras",
+    }
     # 11 steps, PolynomialDecay to 0.9 ending at step 11, masks updated at step 10.
     sparsity = payload["kernel_sparsity"]
     assert sparsity["ours_keras3"] == pytest.approx(0.9 * (1 - (1 / 11) ** 3), abs=2e-3)

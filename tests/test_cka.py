@@ -14,7 +14,9 @@ def related(rng, n, shape_x, shape_y):
     x = z @ rng.normal(size=(5, int(np.prod(shape_x)))) + 0.5 * rng.normal(
         size=(n, int(np.prod(shape_x)))
     )
-    y = np.tanh(x[:, : min(x.shape[1], 7)] @ rng.normal(size=(min(x.shape[1], 7), int(np.prod(shape_y)))))
+    y = np.tanh(
+        x[:, : min(x.shape[1], 7)] @ rng.normal(size=(min(x.shape[1], 7), int(np.prod(shape_y))))
+    )
     y = y + 0.3 * rng.normal(size=y.shape)
     return (
         x.reshape((n,) + shape_x).astype("float32"),
@@ -157,7 +159,11 @@ def test_unknown_method_is_rejected(rng):
 
 @pytest.mark.parametrize(
     "dims,n,expected",
-    [([16 * 32 * 32, 16 * 32 * 32], 128, "gram"), ([64, 64, 64], 128, "feature"), ([10, 10], None, "gram")],
+    [
+        ([16 * 32 * 32, 16 * 32 * 32], 128, "gram"),
+        ([64, 64, 64], 128, "feature"),
+        ([10, 10], None, "gram"),
+    ],
 )
 def test_choose_method_picks_the_cheaper_form(dims, n, expected):
     pairs = [(i, j) for i in range(len(dims)) for j in range(i + 1, len(dims))]

@@ -74,6 +74,8 @@ def test_invariant_to_constant_shifts(shape, seed, unbiased, shift):
     # On a 2^-10 grid with integer offsets, x + offset is exact in float32: any difference
     # comes from the computation, not from rounding the shifted input.
     x = np.round(x * 1024) / 1024
-    offset = np.round(np.random.default_rng(seed + 2).normal(size=x.shape[1]) * shift).astype("float32")
+    offset = np.round(np.random.default_rng(seed + 2).normal(size=x.shape[1]) * shift).astype(
+        "float32"
+    )
     base = value(x, y, unbiased=unbiased)
     assert value(x + offset, y, unbiased=unbiased) == pytest.approx(base, abs=1e-4)

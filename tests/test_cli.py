@@ -14,9 +14,28 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
     output = tmp_path / "results.json"
     plots = tmp_path / "plots"
     argv = [
-        "train", "--subset", "256", "--epochs", "2", "--batch-size", "64", "--method", "gmp",
-        "--sparsity", "0.8", "--compare", "--verbose", "0", "--cka-every", "1",
-        "--output", str(output), "--plots", str(plots), "--save", str(tmp_path / "m.keras"),
+        "train",
+        "--subset",
+        "256",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--method",
+        "gmp",
+        "--sparsity",
+        "0.8",
+        "--compare",
+        "--verbose",
+        "0",
+        "--cka-every",
+        "1",
+        "--output",
+        str(output),
+        "--plots",
+        str(plots),
+        "--save",
+        str(tmp_path / "m.keras"),
     ]
     if keras.backend.backend() in ("tensorflow", "jax"):
         argv += ["--export", str(tmp_path / "saved")]
@@ -28,8 +47,17 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
     assert set(results) == {"dataset", "backend", "summary", "runs"}
     assert len(results["runs"]) == 2 and len(results["summary"]) == 2
     for row in results["summary"]:
-        assert {"method", "sparsity_target", "cka_weight", "test_accuracy_mean", "test_accuracy_std",
-                "sparsity_achieved", "cka_mean", "small_weight_share", "seeds"} <= set(row)
+        assert {
+            "method",
+            "sparsity_target",
+            "cka_weight",
+            "test_accuracy_mean",
+            "test_accuracy_std",
+            "sparsity_achieved",
+            "cka_mean",
+            "small_weight_share",
+            "seeds",
+        } <= set(row)
         assert row["sparsity_achieved"] == pytest.approx(0.8, abs=0.01)
     assert "gain_mean" in results["summary"][1]
     run = results["runs"][0]
@@ -43,9 +71,25 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
 
 
 def test_rst_and_oneshot_smoke(tmp_path):
-    argv = ["train", "--subset", "128", "--epochs", "2", "--method", "rst", "oneshot", "dense",
-            "--sparsity", "0.9", "--cka-weight", "1e-3", "--verbose", "0",
-            "--output", str(tmp_path / "r.json")]
+    argv = [
+        "train",
+        "--subset",
+        "128",
+        "--epochs",
+        "2",
+        "--method",
+        "rst",
+        "oneshot",
+        "dense",
+        "--sparsity",
+        "0.9",
+        "--cka-weight",
+        "1e-3",
+        "--verbose",
+        "0",
+        "--output",
+        str(tmp_path / "r.json"),
+    ]
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     achieved = {row["method"]: row["sparsity_achieved"] for row in summary}
@@ -76,7 +120,10 @@ def no_training(monkeypatch):
         (["--batch-size", "0"], "--batch-size: must be an int >= 1; got 0"),
         (["--compare", "--cka-samples", "3"], "--cka-samples: must be an int >= 4; got 3"),
         (["--cka-every", "0"], "--cka-every: must be an int >= 1"),
-        (["--sparsity", "0.9", "1.5"], "--sparsity: must be a finite number in (0.0, 1.0); got 1.5"),
+        (
+            ["--sparsity", "0.9", "1.5"],
+            "--sparsity: must be a finite number in (0.0, 1.0); got 1.5",
+        ),
         (["--cka-weight", "nan"], "--cka-weight: must be a finite number >= 0.0; got nan"),
         (["--lr", "0"], "--lr: must be a finite number > 0.0"),
         (["--epochs", "two"], "--epochs: must be an int; got 'two'"),
@@ -92,13 +139,21 @@ def test_bad_values_are_usage_errors_before_any_training(no_training, capsys, ex
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--dataset", "digits"], "lenet5 needs images of shape (height, width, channels) of at least 12x12"),
+        (
+            ["--dataset", "digits"],
+            "lenet5 needs images of shape (height, width, channels) of at least 12x12",
+        ),
         (["--output", "/proc/no/such/results.json"], "--output: cannot create folder"),
         (["--save", "model.h5"], "must end in .keras"),
         (["--method", "oneshot", "--epochs", "1"], "`epochs` must be an int >= 2"),
-        (["--subset", "16", "--batch-size", "64"], "batch_size=64 is larger than the 16 training samples"),
-        (["--distribute", "data-parallel" if keras.backend.backend() != "jax" else "mirrored"],
-         "runs on the"),
+        (
+            ["--subset", "16", "--batch-size", "64"],
+            "batch_size=64 is larger than the 16 training samples",
+        ),
+        (
+            ["--distribute", "data-parallel" if keras.backend.backend() != "jax" else "mirrored"],
+            "runs on the",
+        ),
     ],
 )
 def test_bad_combinations_fail_before_any_training(no_training, extra, message):
@@ -117,8 +172,25 @@ def test_plots_path_is_checked_before_training(no_training, tmp_path):
 def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path):
     """The issue's case: 130 digits, batch 64, last batch of 2 (TF: was NaN from epoch 2)."""
     output = tmp_path / "r.json"
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--subset", "130", "--epochs", "2",
-            "--cka-weight", "1e-2", "--cka-every", "1", "--verbose", "0", "--output", str(output)]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--subset",
+        "130",
+        "--epochs",
+        "2",
+        "--cka-weight",
+        "1e-2",
+        "--cka-every",
+        "1",
+        "--verbose",
+        "0",
+        "--output",
+        str(output),
+    ]
     assert cli.main(argv) == 0
     run = json.loads(output.read_text())["runs"][0]
     assert run["finite"] and run["sparsity"] == pytest.approx(0.95, abs=0.01)
@@ -127,9 +199,27 @@ def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_pa
 
 def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
     output = tmp_path / "r.json"
-    argv = ["train", "--dataset", "digits", "--model", "mlp", "--subset", "128", "--epochs", "2",
-            "--method", "dense", "--cka-weight", "0", "--lr", "1e30", "--verbose", "0",
-            "--output", str(output)]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--subset",
+        "128",
+        "--epochs",
+        "2",
+        "--method",
+        "dense",
+        "--cka-weight",
+        "0",
+        "--lr",
+        "1e30",
+        "--verbose",
+        "0",
+        "--output",
+        str(output),
+    ]
     assert cli.main(argv) == 1
     text = output.read_text()
     assert "NaN" not in text and "Infinity" not in text

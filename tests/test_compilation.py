@@ -32,9 +32,12 @@ def cnn():
 @pytest.mark.parametrize("every", [1, 5])
 def test_no_retracing_per_step(every):
     CountingLoss.calls = 0
-    model = attach_cka_loss(cnn(), ["c1", "c2", "c3"], CountingLoss(num_samples=8, every_n_steps=every))
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
+    model = attach_cka_loss(
+        cnn(), ["c1", "c2", "c3"], CountingLoss(num_samples=8, every_n_steps=every)
+    )
+    model.compile(
+        "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
     x = np.random.default_rng(0).normal(size=(96, 8, 8, 3)).astype("float32")
     y = np.arange(96) % 2
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)

@@ -24,7 +24,7 @@ def run_worker(*args):
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 needs_tf = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute: TF backend")

@@ -74,7 +74,11 @@ def test_non_finite_activation_shows_in_the_loss_and_terminate_on_nan_stops():
     model.compile(keras.optimizers.SGD(0.01), "mse")
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     history = model.fit(
-        x, x[:, :1], batch_size=8, epochs=3, verbose=0,
+        x,
+        x[:, :1],
+        batch_size=8,
+        epochs=3,
+        verbose=0,
         callbacks=[keras.callbacks.TerminateOnNaN()],
     ).history
     assert len(history["loss"]) == 1 and not np.isfinite(history["cka_sr"][0])
@@ -210,8 +214,14 @@ def test_pruning_without_the_callback_warns_and_prunes_as_with_it():
     (with_cb, warned_with), (without_cb, warned_without) = fitted
     assert not any("UpdatePruningStep" in m for m in warned_with)
     assert any("without the UpdatePruningStep callback" in m for m in warned_without)
-    for a, b in zip(pruning.collect_prunable_layers(with_cb), pruning.collect_prunable_layers(without_cb)):
-        assert int(ops.convert_to_numpy(a.pruning_step)) == int(ops.convert_to_numpy(b.pruning_step)) == 8
+    for a, b in zip(
+        pruning.collect_prunable_layers(with_cb), pruning.collect_prunable_layers(without_cb)
+    ):
+        assert (
+            int(ops.convert_to_numpy(a.pruning_step))
+            == int(ops.convert_to_numpy(b.pruning_step))
+            == 8
+        )
         for ma, mb in zip(a.masks, b.masks):
             np.testing.assert_array_equal(ops.convert_to_numpy(ma), ops.convert_to_numpy(mb))
     np.testing.assert_allclose(
@@ -243,7 +253,9 @@ def test_backup_and_restore_after_an_interruption_matches_an_uninterrupted_run(t
     def build():
         keras.utils.set_random_seed(7)
         pruned = pruning.prune_low_magnitude(small_cnn(), schedule)
-        model = attach_cka_loss(pruned, TAPS, CKASimilarityLoss(1e-2, num_samples=8, every_n_steps=3))
+        model = attach_cka_loss(
+            pruned, TAPS, CKASimilarityLoss(1e-2, num_samples=8, every_n_steps=3)
+        )
         model.compile(keras.optimizers.SGD(0.05, momentum=0.9), CE)
         return model
 
@@ -254,7 +266,9 @@ def test_backup_and_restore_after_an_interruption_matches_an_uninterrupted_run(t
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     interrupted = build()
     with pytest.raises(RuntimeError, match="interrupted"):
-        interrupted.fit(x, y, callbacks=[pruning.UpdatePruningStep(), backup, Interrupt(1, 2)], **fit)
+        interrupted.fit(
+            x, y, callbacks=[pruning.UpdatePruningStep(), backup, Interrupt(1, 2)], **fit
+        )
     resumed = build()  # a new process would build the model again
     resumed.fit(x, y, callbacks=[pruning.UpdatePruningStep(), backup], **fit)
     for a, b in zip(reference.weights, resumed.weights):

@@ -175,8 +175,12 @@ def test_penalty_gradient_reaches_every_tapped_weight(rng):
 
 def test_numpy_scalars_are_numbers():
     loss = CKASimilarityLoss(
-        weight=np.float32(1e-3), unbiased=np.bool_(True), num_samples=np.int64(8),
-        every_n_steps=np.int32(5), epsilon=np.float64(1e-6), groups=[[np.int32(0), np.int64(1)]],
+        weight=np.float32(1e-3),
+        unbiased=np.bool_(True),
+        num_samples=np.int64(8),
+        every_n_steps=np.int32(5),
+        epsilon=np.float64(1e-6),
+        groups=[[np.int32(0), np.int64(1)]],
     )
     config = loss.get_config()
     assert config["weight"] == 1e-3 and type(config["weight"]) is float

@@ -59,7 +59,9 @@ def test_attached_model_shares_layers_and_outputs():
     assert isinstance(attached, CKASRModel)
     assert attached.get_layer("c2") is base.get_layer("c2")
     x, _ = data()
-    np.testing.assert_allclose(attached.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        attached.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_fit_logs_cka_sr_and_total_loss_is_task_plus_penalty():
@@ -104,14 +106,18 @@ def test_predict_and_evaluate_do_not_compute_the_penalty():
 
 
 def test_save_load_round_trip_and_train_again(tmp_path):
-    attached = compile_(attach_cka_loss(small_cnn(), TAPS, CKASimilarityLoss(every_n_steps=2)), 0.01)
+    attached = compile_(
+        attach_cka_loss(small_cnn(), TAPS, CKASimilarityLoss(every_n_steps=2)), 0.01
+    )
     x, y = data()
     attached.fit(x, y, batch_size=8, epochs=1, verbose=0)
     path = str(tmp_path / "attached.keras")
     attached.save(path)
     restored = keras.models.load_model(path)
     assert isinstance(restored, CKASRModel)
-    np.testing.assert_allclose(restored.predict(x, verbose=0), attached.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), attached.predict(x, verbose=0), atol=1e-6
+    )
     layer = restored.get_layer("cka_regularization")
     assert layer.loss.get_config() == attached.get_layer("cka_regularization").loss.get_config()
     assert int(ops.convert_to_numpy(layer.step)) == 4
@@ -129,7 +135,9 @@ def test_layers_inside_nested_models_can_be_tapped():
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="inner_a")(inner_in)
     h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="inner_b")(h)
     inner = keras.Model(inner_in, h, name="block")
-    seq = keras.Sequential([keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 1, name="seq_c")], name="seq")
+    seq = keras.Sequential(
+        [keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 1, name="seq_c")], name="seq"
+    )
     inp = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inp)
     x = seq(inner(x))
@@ -137,7 +145,9 @@ def test_layers_inside_nested_models_can_be_tapped():
     base = keras.Model(inp, out)
     attached = compile_(attach_cka_loss(base, ["stem", "inner_a", "inner_b", "block", "seq_c"]))
     x_, y_ = data()
-    np.testing.assert_allclose(attached.predict(x_, verbose=0), base.predict(x_, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        attached.predict(x_, verbose=0), base.predict(x_, verbose=0), atol=1e-5
+    )
     history = attached.fit(x_, y_ % 2, batch_size=16, epochs=1, verbose=0).history
     assert history["cka_sr"][0] > 0
 
@@ -166,12 +176,18 @@ def test_wrapped_layers_are_found_by_either_name():
 
 def test_sequential_model():
     base = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5, name="d1"), keras.layers.Dense(5, name="d2"),
-         keras.layers.Dense(1)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5, name="d1"),
+            keras.layers.Dense(5, name="d2"),
+            keras.layers.Dense(1),
+        ]
     )
     attached = attach_cka_loss(base, ["d1", "d2"])
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
-    np.testing.assert_allclose(attached.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        attached.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_unknown_layer_name_lists_available_layers():
@@ -304,7 +320,9 @@ def test_no_private_keras_outside_the_compat_module():
     )
     offenders = [
         f"{path.relative_to(package)}:{number}"
-        for path in package.rglob("*.py") if path.name != "_compat.py"
-        for number, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)
+        for path in package.rglob("*.py")
+        if path.name != "_compat.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
     ]
     assert offenders == []

@@ -53,8 +53,11 @@ def test_masks_match_tfmot_step_for_step(kind, ties):
         kernel = np.round(kernel * 2) / 2
     steps = 12
     theirs = tfmot_oracle.masks_over_steps(
-        tf_keras_layer(kind), kernel, x,
-        tfmot.sparsity.keras.PolynomialDecay(0.0, 0.8, 0, 10, 3, 2), steps,
+        tf_keras_layer(kind),
+        kernel,
+        x,
+        tfmot.sparsity.keras.PolynomialDecay(0.0, 0.8, 0, 10, 3, 2),
+        steps,
     )
     mine = ours_masks_over_steps(
         keras_layer(kind), kernel, x, pruning.PolynomialDecay(0.0, 0.8, 0, 10, 3, 2), steps
@@ -73,10 +76,17 @@ def test_block_masks_match_tfmot(pooling):
     kernel = rng.normal(size=(15, 12)).astype("float32")  # 15 rows: a partial block
     kwargs = dict(block_size=(2, 3), block_pooling_type=pooling)
     theirs = tfmot_oracle.masks_over_steps(
-        tf_keras_layer("dense"), kernel, x, tfmot.sparsity.keras.ConstantSparsity(0.6, 0, frequency=1), 2, **kwargs
+        tf_keras_layer("dense"),
+        kernel,
+        x,
+        tfmot.sparsity.keras.ConstantSparsity(0.6, 0, frequency=1),
+        2,
+        **kwargs,
     )
     layer = keras.layers.Dense(12)
-    mine = ours_masks_over_steps(layer, kernel, x, pruning.ConstantSparsity(0.6, 0, frequency=1), 2, **kwargs)
+    mine = ours_masks_over_steps(
+        layer, kernel, x, pruning.ConstantSparsity(0.6, 0, frequency=1), 2, **kwargs
+    )
     np.testing.assert_array_equal(mine[-1], theirs[-1])
 
 
@@ -89,11 +99,20 @@ def test_m_by_n_masks_match_tfmot(kind):
     kernel = rng.normal(size=k_shape).astype("float32")
     schedule = dict(target_sparsity=0.5, begin_step=0, frequency=1)
     theirs = tfmot_oracle.masks_over_steps(
-        tf_keras_layer(kind), kernel, x, tfmot.sparsity.keras.ConstantSparsity(**schedule), 3,
+        tf_keras_layer(kind),
+        kernel,
+        x,
+        tfmot.sparsity.keras.ConstantSparsity(**schedule),
+        3,
         sparsity_m_by_n=(2, 4),
     )
     mine = ours_masks_over_steps(
-        keras_layer(kind), kernel, x, pruning.ConstantSparsity(**schedule), 3, sparsity_m_by_n=(2, 4)
+        keras_layer(kind),
+        kernel,
+        x,
+        pruning.ConstantSparsity(**schedule),
+        3,
+        sparsity_m_by_n=(2, 4),
     )
     np.testing.assert_array_equal(mine[-1], theirs[-1])
 

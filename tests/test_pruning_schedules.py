@@ -21,7 +21,9 @@ def ours(schedule, steps):
     out = []
     for t in steps:
         should, sparsity = schedule(ops.convert_to_tensor(t, "int32"))
-        out.append((bool(ops.convert_to_numpy(should)), float(np.float32(ops.convert_to_numpy(sparsity)))))
+        out.append(
+            (bool(ops.convert_to_numpy(should)), float(np.float32(ops.convert_to_numpy(sparsity))))
+        )
     return out
 
 
@@ -87,12 +89,21 @@ def test_numpy_scalars_as_in_tfmots_tutorial():
     """tfmot's "Pruning in Keras" computes end_step with NumPy: an np.int32."""
     end_step = np.ceil(1000 / 128).astype(np.int32) * 2
     schedule = pruning.PolynomialDecay(
-        initial_sparsity=np.float32(0.5), final_sparsity=np.float64(0.8),
-        begin_step=np.int64(0), end_step=end_step, frequency=np.int32(4),
+        initial_sparsity=np.float32(0.5),
+        final_sparsity=np.float64(0.8),
+        begin_step=np.int64(0),
+        end_step=end_step,
+        frequency=np.int32(4),
     )
     config = schedule.get_config()
-    assert config == {"initial_sparsity": 0.5, "final_sparsity": 0.8, "begin_step": 0,
-                      "end_step": 16, "power": 3.0, "frequency": 4}
+    assert config == {
+        "initial_sparsity": 0.5,
+        "final_sparsity": 0.8,
+        "begin_step": 0,
+        "end_step": 16,
+        "power": 3.0,
+        "frequency": 4,
+    }
     assert all(type(v) in (int, float) for v in config.values())
     plain = pruning.PolynomialDecay(0.5, 0.8, 0, 16, frequency=4)
     for step in (0, 4, 9, 16):
@@ -117,6 +128,9 @@ def test_custom_schedule_subclass_and_serialization():
         keras.saving.serialize_keras_object(EveryStep(0.3))
     )
     assert isinstance(restored, EveryStep) and restored.sparsity == 0.3
-    for schedule in (pruning.PolynomialDecay(0.1, 0.7, 2, 9, 2, 3), pruning.ConstantSparsity(0.4, 1, 8, 2)):
+    for schedule in (
+        pruning.PolynomialDecay(0.1, 0.7, 2, 9, 2, 3),
+        pruning.ConstantSparsity(0.4, 1, 8, 2),
+    ):
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
         assert type(again) is type(schedule) and again.get_config() == schedule.get_config()

@@ -49,7 +49,10 @@ def test_fit_reaches_scheduled_sparsity_learns_and_strips(tmp_path):
         small_cnn(), pruning.PolynomialDecay(0.0, 0.9, 0, 48, frequency=8)
     )
     assert [type(layer).__name__ for layer in pruned.layers[1:]] == [
-        "PruneLowMagnitude", "BatchNormalization", "PruneLowMagnitude", "Flatten",
+        "PruneLowMagnitude",
+        "BatchNormalization",
+        "PruneLowMagnitude",
+        "Flatten",
         "PruneLowMagnitude",
     ]
     compile_(pruned)
@@ -72,9 +75,9 @@ def test_stripped_model_exports_as_saved_model(tmp_path):
     import tensorflow as tf
 
     x, y = quadrant_data(n=64)
-    pruned = compile_(pruning.prune_low_magnitude(
-        small_cnn(), pruning.ConstantSparsity(0.75, 0, frequency=1)
-    ))
+    pruned = compile_(
+        pruning.prune_low_magnitude(small_cnn(), pruning.ConstantSparsity(0.75, 0, frequency=1))
+    )
     pruned.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()])
     stripped = pruning.strip_pruning(pruned)
     path = str(tmp_path / "saved_model")
@@ -128,14 +131,23 @@ def test_prunable_layers_and_weights():
     n = keras.layers.LayerNormalization(name="ln")(t)
     out = keras.layers.EinsumDense("abc,cd->abd", (None, 2), name="einsum")(n)
     pruned = pruning.prune_low_magnitude(keras.Model(inp, out))
-    wrapped = {w.layer.name: [v.path.split("/")[-1] for v in w.pruned_weights]
-               for w in pruning.collect_prunable_layers(pruned)}
+    wrapped = {
+        w.layer.name: [v.path.split("/")[-1] for v in w.pruned_weights]
+        for w in pruning.collect_prunable_layers(pruned)
+    }
     assert wrapped == {
-        "emb": ["embeddings"], "mha": ["kernel"] * 4, "conv1d": ["kernel"], "dw": ["kernel"],
-        "sep": ["pointwise_kernel"], "tconv": ["kernel"], "einsum": ["kernel"],
+        "emb": ["embeddings"],
+        "mha": ["kernel"] * 4,
+        "conv1d": ["kernel"],
+        "dw": ["kernel"],
+        "sep": ["pointwise_kernel"],
+        "tconv": ["kernel"],
+        "einsum": ["kernel"],
     }
     x = np.random.default_rng(0).integers(0, 20, size=(8, 6))
-    np.testing.assert_allclose(pruned.predict(x, verbose=0), keras.Model(inp, out).predict(x, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        pruned.predict(x, verbose=0), keras.Model(inp, out).predict(x, verbose=0), atol=1e-5
+    )
 
 
 class Scale(keras.layers.Layer):
@@ -173,7 +185,9 @@ def test_custom_prunable_layer():
 def test_list_and_single_layer():
     layers = pruning.prune_low_magnitude([keras.layers.Dense(3), keras.layers.Conv2D(2, 3)])
     assert all(isinstance(layer, pruning.PruneLowMagnitude) for layer in layers)
-    assert pruning.prune_low_magnitude(keras.layers.Dense(3)).name.startswith("prune_low_magnitude_")
+    assert pruning.prune_low_magnitude(keras.layers.Dense(3)).name.startswith(
+        "prune_low_magnitude_"
+    )
 
 
 def test_subclassed_model_is_refused():
@@ -189,18 +203,30 @@ def test_cka_sr_taps_pruned_layers_by_original_names():
     x, y = quadrant_data(n=64)
     pruned = pruning.prune_low_magnitude(small_cnn(), pruning.ConstantSparsity(0.5, 0, frequency=1))
     model = compile_(attach_cka_loss(pruned, ["c1", "c2"], CKASimilarityLoss(weight=0.1)))
-    history = model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    history = model.fit(
+        x, y, batch_size=32, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()]
+    )
     assert history.history["cka_sr"][0] > 0
-    assert kernel_sparsity(pruning.strip_pruning(model).get_layer("c2")) == pytest.approx(0.5, abs=0.01)
+    assert kernel_sparsity(pruning.strip_pruning(model).get_layer("c2")) == pytest.approx(
+        0.5, abs=0.01
+    )
 
 
 def test_pruning_summaries_write_sparsity_and_threshold(tmp_path):
     pytest.importorskip("tensorflow")
     x, y = quadrant_data(n=64)
-    pruned = compile_(pruning.prune_low_magnitude(small_cnn(), pruning.ConstantSparsity(0.5, 0, frequency=1)))
+    pruned = compile_(
+        pruning.prune_low_magnitude(small_cnn(), pruning.ConstantSparsity(0.5, 0, frequency=1))
+    )
     log_dir = str(tmp_path / "logs")
-    pruned.fit(x, y, batch_size=32, epochs=2, verbose=0,
-               callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries(log_dir)])
+    pruned.fit(
+        x,
+        y,
+        batch_size=32,
+        epochs=2,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries(log_dir)],
+    )
     import tensorflow as tf
 
     tags = set()

@@ -22,12 +22,24 @@ def test_random_static_masks_are_fixed_during_training():
     model = zoo.lenet5((28, 28, 1), 10)
     pruned = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.9))
     sparse_training.set_random_masks(pruned, 0.9, seed=3)
-    before = [ops.convert_to_numpy(m).copy() for w in pruning.collect_prunable_layers(pruned) for m in w.masks]
+    before = [
+        ops.convert_to_numpy(m).copy()
+        for w in pruning.collect_prunable_layers(pruned)
+        for m in w.masks
+    ]
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
-    pruned.fit(x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0,
-               callbacks=[pruning.UpdatePruningStep()])
-    after = [ops.convert_to_numpy(m) for w in pruning.collect_prunable_layers(pruned) for m in w.masks]
+    pruned.fit(
+        x,
+        np.arange(64) % 10,
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep()],
+    )
+    after = [
+        ops.convert_to_numpy(m) for w in pruning.collect_prunable_layers(pruned) for m in w.masks
+    ]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     stats = sparse_training.kernel_stats(pruning.strip_pruning(pruned))
@@ -57,8 +69,12 @@ def test_cka_monitor_logs_mean_and_matrices():
 def test_cka_monitor_config_leaves_out_the_probe():
     monitor = CKAMonitor(np.zeros((64, 2), "float32"), [["a", "b"], ["b", "c"]], unbiased=False)
     config = monitor.get_config()
-    assert config == {"layer_names": [["a", "b"], ["b", "c"]], "unbiased": False,
-                      "pairs": "all", "log_key": "cka_mean"}
+    assert config == {
+        "layer_names": [["a", "b"], ["b", "c"]],
+        "unbiased": False,
+        "pairs": "all",
+        "log_key": "cka_mean",
+    }
     assert CKAMonitor(np.zeros((4, 2)), **config).names == ["a", "b", "c"]
 
 

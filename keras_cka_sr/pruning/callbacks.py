@@ -65,11 +65,14 @@ class PruningSummaries(keras.callbacks.TensorBoard):
             for layer in collect_prunable_layers(self.model):
                 if not layer.built:
                     continue
-                for weight, mask, threshold in zip(layer.pruned_weights, layer.masks, layer.thresholds):
+                for weight, mask, threshold in zip(
+                    layer.pruned_weights, layer.masks, layer.thresholds
+                ):
                     sparsity = 1.0 - float(ops.convert_to_numpy(ops.mean(mask)))
                     self.summary.scalar(f"{weight.path}/sparsity", sparsity, step=epoch)
                     self.summary.scalar(
                         f"{weight.path}/threshold",
-                        float(ops.convert_to_numpy(threshold)), step=epoch,
+                        float(ops.convert_to_numpy(threshold)),
+                        step=epoch,
                     )
         writer.flush()

@@ -83,9 +83,7 @@ def m_by_n_mask(weights, m_by_n):
     elif len(shape) == 4:
         rows = ops.reshape(ops.transpose(weights, (3, 0, 1, 2)), (-1, shape[2]))
     else:
-        raise ValueError(
-            f"m_by_n sparsity needs a rank-2 or rank-4 kernel; got shape {shape}."
-        )
+        raise ValueError(f"m_by_n sparsity needs a rank-2 or rank-4 kernel; got shape {shape}.")
     count, channels = rows.shape
     pad = -channels % group
     padded = ops.pad(ops.abs(rows), ((0, 0), (0, pad)))

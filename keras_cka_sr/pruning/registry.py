@@ -14,18 +14,29 @@ import keras
 L = keras.layers
 
 _KERNEL_LAYERS = (
-    L.Dense, L.EinsumDense,
-    L.Conv1D, L.Conv2D, L.Conv3D,
-    L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose,
-    L.DepthwiseConv1D, L.DepthwiseConv2D,
+    L.Dense,
+    L.EinsumDense,
+    L.Conv1D,
+    L.Conv2D,
+    L.Conv3D,
+    L.Conv1DTranspose,
+    L.Conv2DTranspose,
+    L.Conv3DTranspose,
+    L.DepthwiseConv1D,
+    L.DepthwiseConv2D,
 )
 _SEPARABLE_LAYERS = (L.SeparableConv1D, L.SeparableConv2D)
 _NOTHING_TO_PRUNE = tuple(
     getattr(L, name)
     for name in (
-        "BatchNormalization", "LayerNormalization", "GroupNormalization",
-        "UnitNormalization", "RMSNormalization", "SpectralNormalization",
-        "Normalization", "PReLU",
+        "BatchNormalization",
+        "LayerNormalization",
+        "GroupNormalization",
+        "UnitNormalization",
+        "RMSNormalization",
+        "SpectralNormalization",
+        "Normalization",
+        "PReLU",
     )
     if hasattr(L, name)
 )
@@ -72,11 +83,7 @@ def check_maskable(layer):
 
 def supports(layer):
     """True when `prunable_weights(layer)` is defined (it may be empty)."""
-    return (
-        _has_own_rule(layer)
-        or isinstance(layer, _NOTHING_TO_PRUNE)
-        or not layer.weights
-    )
+    return _has_own_rule(layer) or isinstance(layer, _NOTHING_TO_PRUNE) or not layer.weights
 
 
 def prunable_weights(layer):
@@ -92,8 +99,7 @@ def prunable_weights(layer):
     if isinstance(layer, L.MultiHeadAttention):
         return [
             sub.kernel
-            for sub in (layer.query_dense, layer.key_dense, layer.value_dense,
-                        layer.output_dense)
+            for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
         ]
     if isinstance(layer, _NOTHING_TO_PRUNE) or not layer.weights:
         return []
@@ -114,7 +120,9 @@ def _has_own_rule(layer):
     return (
         isinstance(layer, PrunableLayer)
         or callable(getattr(layer, "get_prunable_weights", None))
-        or isinstance(layer, _KERNEL_LAYERS + _SEPARABLE_LAYERS + (L.Embedding, L.MultiHeadAttention))
+        or isinstance(
+            layer, _KERNEL_LAYERS + _SEPARABLE_LAYERS + (L.Embedding, L.MultiHeadAttention)
+        )
     )
 
 

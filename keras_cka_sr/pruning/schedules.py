@@ -25,9 +25,7 @@ def _check_steps(begin_step, end_step, frequency, allow_forever):
     if end_step == -1 and not allow_forever:
         raise ValueError("`end_step` cannot be -1 for a schedule that needs an end; got -1.")
     if end_step != -1 and end_step < begin_step:
-        raise ValueError(
-            f"`end_step` must be -1 or >= begin_step ({begin_step}); got {end_step}."
-        )
+        raise ValueError(f"`end_step` must be -1 or >= begin_step ({begin_step}); got {end_step}.")
     return begin_step, end_step, frequency
 
 
@@ -121,11 +119,11 @@ class PolynomialDecay(PruningSchedule):
         else:
             p = ops.minimum(1.0, ops.maximum(0.0, offset / float(span)))
         # Same float32 operations as tfmot, so the mask sizes match exactly.
-        sparsity = (
-            ops.convert_to_tensor(self.initial_sparsity - self.final_sparsity, "float32")
-            * ops.power(1.0 - p, ops.convert_to_tensor(self.power, "float32"))
-            + ops.convert_to_tensor(self.final_sparsity, "float32")
-        )
+        sparsity = ops.convert_to_tensor(
+            self.initial_sparsity - self.final_sparsity, "float32"
+        ) * ops.power(
+            1.0 - p, ops.convert_to_tensor(self.power, "float32")
+        ) + ops.convert_to_tensor(self.final_sparsity, "float32")
         return (
             self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency),
             sparsity,

@@ -126,17 +126,33 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             short = weight.path.split("/")[-1]
             # Under tf.distribute every replica computes the same mask from the same
             # mirrored weight: the first replica's value is kept, with no all-reduce.
-            self.masks.append(self.add_weight(
-                shape=weight.shape, initializer="ones", dtype=weight.dtype,
-                trainable=False, name=f"{short}_mask", aggregation="only_first_replica",
-            ))
-            self.thresholds.append(self.add_weight(
-                shape=(), initializer="zeros", dtype=weight.dtype,
-                trainable=False, name=f"{short}_threshold", aggregation="only_first_replica",
-            ))
+            self.masks.append(
+                self.add_weight(
+                    shape=weight.shape,
+                    initializer="ones",
+                    dtype=weight.dtype,
+                    trainable=False,
+                    name=f"{short}_mask",
+                    aggregation="only_first_replica",
+                )
+            )
+            self.thresholds.append(
+                self.add_weight(
+                    shape=(),
+                    initializer="zeros",
+                    dtype=weight.dtype,
+                    trainable=False,
+                    name=f"{short}_threshold",
+                    aggregation="only_first_replica",
+                )
+            )
         self.pruning_step = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(-1), dtype="int32",
-            trainable=False, name="pruning_step", aggregation="only_first_replica",
+            shape=(),
+            initializer=keras.initializers.Constant(-1),
+            dtype="int32",
+            trainable=False,
+            name="pruning_step",
+            aggregation="only_first_replica",
         )
         self.built = True
 
@@ -217,12 +233,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
-            "block_size": list(self.block_size),
-            "block_pooling_type": self.block_pooling_type,
-            "sparsity_m_by_n": None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n),
-        })
+        config.update(
+            {
+                "pruning_schedule": keras.saving.serialize_keras_object(self.pruning_schedule),
+                "block_size": list(self.block_size),
+                "block_pooling_type": self.block_pooling_type,
+                "sparsity_m_by_n": None
+                if self.sparsity_m_by_n is None
+                else list(self.sparsity_m_by_n),
+            }
+        )
         return config
 
 
@@ -243,6 +263,7 @@ def collect_prunable_layers(model):
     """The `PruneLowMagnitude` wrappers of a model (nested models included)."""
     layers = [model] if isinstance(model, PruneLowMagnitude) else []
     return layers + [
-        layer for layer in _compat.flatten_layers(model, include_self=False)
+        layer
+        for layer in _compat.flatten_layers(model, include_self=False)
         if isinstance(layer, PruneLowMagnitude)
     ]
