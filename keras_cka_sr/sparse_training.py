@@ -10,6 +10,7 @@ All of them go through `PruneLowMagnitude`'s masks, so there is one mask mechani
 """
 
 import math
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -41,7 +42,9 @@ class StaticMask(PruningSchedule):
         return {"sparsity": self.sparsity}
 
 
-def erk_densities(shapes, sparsity, power_scale=1.0):
+def erk_densities(
+    shapes: Sequence[Sequence[int]], sparsity: float, power_scale: float = 1.0
+) -> list[float]:
     """Per-layer densities with ERK scaling and overall density `1 - sparsity`.
 
     A layer's density is proportional to `sum(shape) / prod(shape)`; layers whose
@@ -69,7 +72,9 @@ def erk_densities(shapes, sparsity, power_scale=1.0):
     return [1.0 if i in dense else probabilities[i] for i in range(len(sizes))]
 
 
-def set_random_masks(model, sparsity, seed=0, distribution="erk"):
+def set_random_masks(
+    model: keras.Model, sparsity: float, seed: int = 0, distribution: str = "erk"
+) -> dict[str, float]:
     """Draws a random fixed mask for every pruned weight of `model`'s wrappers.
 
     Each weight keeps exactly `round(density * size)` (at least 1) random entries, with
@@ -102,7 +107,7 @@ def set_random_masks(model, sparsity, seed=0, distribution="erk"):
     return result
 
 
-def kernel_stats(model, small=1e-3):
+def kernel_stats(model: keras.Model, small: float = 1e-3) -> dict:
     """Sparsity and the share of |w| < `small` over the prunable kernels of `model`.
 
     Kernels are those the pruning registry prunes (wrapped or not); biases and

@@ -16,7 +16,7 @@ from keras import layers
 NAMES = ("lenet5", "resnet20", "resnet32", "mlp")
 
 
-def build(name, input_shape, num_classes, resnet_width=16):
+def build(name: str, input_shape: tuple, num_classes: int, resnet_width: int = 16) -> keras.Model:
     """The model `name` (see `NAMES`) for inputs of `input_shape` and `num_classes`.
 
     `resnet_width` is the first stage's filter count of the ResNets (16 in the paper;
@@ -32,7 +32,7 @@ def build(name, input_shape, num_classes, resnet_width=16):
     raise ValueError(f"`name` must be one of {NAMES}; got {name!r}.")
 
 
-def tap_groups(model):
+def tap_groups(model: keras.Model) -> list[list[str]]:
     """Names of the tapped layers of a model of this module, one list per stage."""
     groups = {}
     for layer in model.layers:
@@ -55,7 +55,7 @@ def tap_groups(model):
 LENET5_MIN_SIZE = 12  # conv5 same, pool 2, conv5 valid, pool 2: at least 1x1 left
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes=10):
+def lenet5(input_shape: tuple = (28, 28, 1), num_classes: int = 10) -> keras.Model:
     """LeNet-5 for images of at least 12x12: conv 6, conv 16, dense 120, dense 84; taps all four."""
     if len(input_shape) != 3 or min(input_shape[:2]) < LENET5_MIN_SIZE:
         raise ValueError(
@@ -74,7 +74,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10):
     return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="lenet5")
 
 
-def mlp(input_shape=(28, 28, 1), num_classes=10, width=300):
+def mlp(input_shape: tuple = (28, 28, 1), num_classes: int = 10, width: int = 300) -> keras.Model:
     """Three hidden Dense layers of `width` on the flattened input; taps all three."""
     inp = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inp)

@@ -247,3 +247,15 @@ def test_bad_wrapper_arguments():
         pruning.PruneLowMagnitude(keras.layers.Dense(2), sparsity_m_by_n=(4, 2))
     with pytest.raises(TypeError, match="pruning_schedule"):
         pruning.PruneLowMagnitude(keras.layers.Dense(2), pruning_schedule=0.5)
+
+
+@pytest.mark.parametrize("to_prune", ["model", "list"])
+def test_unknown_keyword_arguments_are_rejected_not_swallowed(to_prune):
+    target = small_cnn() if to_prune == "model" else [keras.layers.Dense(3)]
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['pruning_polcy'\]"):
+        pruning.prune_low_magnitude(target, pruning_polcy=None)
+
+
+def test_keyword_arguments_reach_a_single_layers_wrapper():
+    wrapper = pruning.prune_low_magnitude(keras.layers.Dense(3), name="pruned_dense")
+    assert wrapper.name == "pruned_dense"

@@ -29,6 +29,14 @@ def prune_low_magnitude(
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
     )
+    single_layer = isinstance(to_prune, keras.layers.Layer) and not isinstance(
+        to_prune, keras.Model
+    )
+    if kwargs and not single_layer:
+        raise TypeError(
+            f"prune_low_magnitude got unexpected keyword arguments {sorted(kwargs)}; extra "
+            "keyword arguments (e.g. `name`) are passed to the wrapper of a single layer only."
+        )
     if isinstance(to_prune, (list, tuple)):
         return [
             layer if isinstance(layer, PruneLowMagnitude) else PruneLowMagnitude(layer, **params)
@@ -56,7 +64,7 @@ def prune_low_magnitude(
     )
 
 
-def strip_pruning(model):
+def strip_pruning(model: keras.Model) -> keras.Model:
     """Returns a plain Keras model (no wrappers) whose weights are the masked weights.
 
     The pruned model's stored weights are masked too (`weight * mask`), so it can keep
