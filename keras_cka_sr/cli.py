@@ -75,6 +75,18 @@ def build_parser():
         "--cka-every", type=positive, default=5, help="batches-to-cal: penalty every N batches"
     )
     train.add_argument(
+        "--cka-start",
+        type=_typed(check_int, minimum=0),
+        default=0,
+        help="warm-up: no penalty before this training step",
+    )
+    train.add_argument(
+        "--no-rescale",
+        dest="rescale",
+        action="store_false",
+        help="rst: keep the unscaled initialization (default: kept weights x 1/sqrt(density))",
+    )
+    train.add_argument(
         "--compare", action="store_true", help="also run beta=0 (the baseline) for each setting"
     )
     train.add_argument(
@@ -284,6 +296,8 @@ def _configs(args):
                                 cka_weight=beta,
                                 cka_samples=args.cka_samples,
                                 cka_every=args.cka_every,
+                                cka_start=args.cka_start,
+                                rescale=args.rescale,
                                 epochs=args.epochs,
                                 batch_size=args.batch_size,
                                 learning_rate=args.lr,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_cka_sr import cka, pruning, sparse_training, zoo
-from keras_cka_sr._validation import check_float, check_int
+from keras_cka_sr._validation import check_bool, check_float, check_int
 from keras_cka_sr.callbacks import CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
@@ -29,6 +29,8 @@ class RunConfig:
     cka_weight: float = 1e-4
     cka_samples: int = 8
     cka_every: int = 5
+    cka_start: int = 0
+    rescale: bool = True
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -59,6 +61,8 @@ class RunConfig:
         self.cka_weight = check_float("cka_weight", self.cka_weight, 0.0)
         self.cka_samples = check_int("cka_samples", self.cka_samples, cka.min_samples(True))
         self.cka_every = check_int("cka_every", self.cka_every, 1)
+        self.cka_start = check_int("cka_start", self.cka_start, 0)
+        self.rescale = check_bool("rescale", self.rescale)
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
         self.batch_size = check_int("batch_size", self.batch_size, 1)
         self.learning_rate = check_float(
@@ -209,7 +213,9 @@ def _train(config, data):
     elif config.method in ("gmp", "rst"):
         model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
         if config.method == "rst":
-            sparse_training.set_random_masks(model, config.sparsity, seed=config.seed)
+            sparse_training.set_random_masks(
+                model, config.sparsity, seed=config.seed, rescale=config.rescale
+            )
         train(model, config.epochs)
     else:  # oneshot: dense half, prune once at the first fine-tuning step, fine-tune
         dense_epochs = config.epochs // 2
@@ -224,7 +230,10 @@ def _cka_loss(config):
     if config.cka_weight == 0:
         return None
     return CKASimilarityLoss(
-        weight=config.cka_weight, num_samples=config.cka_samples, every_n_steps=config.cka_every
+        weight=config.cka_weight,
+        num_samples=config.cka_samples,
+        every_n_steps=config.cka_every,
+        start_step=config.cka_start,
     )
 
 

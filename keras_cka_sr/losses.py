@@ -1,5 +1,7 @@
 """The CKA-SR penalty: weighted sum of inter-layer CKA within groups of tapped layers."""
 
+import functools
+
 import keras
 from keras import ops
 
@@ -34,6 +36,9 @@ class CKASimilarityLoss:
         every_n_steps: compute the penalty only when the step counter passed to
             `__call__` is a multiple of N (the reference's batches-to-cal, 5 there),
             0 otherwise; the other steps skip the Gram work.
+        start_step: a warm-up: the penalty is 0 before this training step (counted
+            from 0), e.g. until a sparse net without normalization has escaped its
+            vanishing-signal start (README, "Safety"). 0 starts at once.
         epsilon: CKA of a layer whose (normalized) self-HSIC is below this is 0.
         method: "auto", "gram" or "feature"; see `keras_cka_sr.cka`.
 
@@ -54,6 +59,7 @@ class CKASimilarityLoss:
         every_n_steps=1,
         epsilon=cka.DEFAULT_EPSILON,
         method="auto",
+        start_step=0,
     ):
         self.weight = check_float("weight", weight, 0.0)
         self.unbiased = check_bool("unbiased", unbiased)
@@ -62,6 +68,7 @@ class CKASimilarityLoss:
         if num_samples is not None:
             num_samples = check_int("num_samples", num_samples, cka.min_samples(self.unbiased))
         self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
+        self.start_step = check_int("start_step", start_step, 0)
         self.epsilon = check_float("epsilon", epsilon, 0.0)
         if method not in cka.METHODS:
             raise ValueError(f"`method` must be one of {cka.METHODS}; got {method!r}.")
@@ -112,17 +119,19 @@ class CKASimilarityLoss:
         conditions = []
         if n is None:
             conditions.append(ops.greater_equal(ops.shape(features[0])[0], needed))
+        if (self.every_n_steps > 1 or self.start_step > 0) and step is None:
+            raise ValueError(
+                f"every_n_steps={self.every_n_steps} and start_step={self.start_step} need "
+                "the training step: call `loss(features, step=counter)`, or use the "
+                "`CKARegularization` layer, which keeps its own counter."
+            )
         if self.every_n_steps > 1:
-            if step is None:
-                raise ValueError(
-                    f"every_n_steps={self.every_n_steps} needs the training step: call "
-                    "`loss(features, step=counter)`, or use the `CKARegularization` layer, "
-                    "which keeps its own counter."
-                )
             conditions.append(ops.equal(ops.mod(ops.cast(step, "int32"), self.every_n_steps), 0))
+        if self.start_step > 0:
+            conditions.append(ops.greater_equal(ops.cast(step, "int32"), self.start_step))
         if not conditions:
             return self._penalty(features, pairs)
-        due = conditions[0] if len(conditions) == 1 else ops.logical_and(*conditions)
+        due = functools.reduce(ops.logical_and, conditions)
         # A branch, not `ops.where`: the skipped branch's gradient (NaN for n < 4) never runs.
         return ops.cond(due, lambda: self._penalty(features, pairs), zero)
 
@@ -151,6 +160,7 @@ class CKASimilarityLoss:
             "every_n_steps": self.every_n_steps,
             "epsilon": self.epsilon,
             "method": self.method,
+            "start_step": self.start_step,
         }
 
     @classmethod

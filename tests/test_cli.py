@@ -224,3 +224,14 @@ def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
     text = output.read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["runs"][0]["finite"] is False
+
+
+def test_warm_up_and_rescale_flags_reach_every_run():
+    args = cli.build_parser().parse_args(
+        ["train", "--method", "rst", "gmp", "--cka-start", "30", "--no-rescale", "--compare"]
+    )
+    configs = cli._configs(args)
+    assert len(configs) == 4
+    assert all(c.cka_start == 30 and c.rescale is False for c in configs)
+    default = cli._configs(cli.build_parser().parse_args(["train"]))[0]
+    assert default.cka_start == 0 and default.rescale is True

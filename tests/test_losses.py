@@ -247,3 +247,19 @@ def test_finite_features_keep_finite_gradients_when_a_layer_is_constant(rng):
     assert value(penalty(w)) == 0.0
     (grad,) = gradients(penalty, [w])
     assert np.all(np.isfinite(grad)) and np.all(grad == 0.0)
+
+
+def test_start_step_is_a_warm_up(rng):
+    feats = features(rng)
+    loss = CKASimilarityLoss(weight=1.0, start_step=3, every_n_steps=2)
+    full = value(CKASimilarityLoss(weight=1.0)(feats))
+    got = [value(loss(feats, step=ops.convert_to_tensor(s, "int32"))) for s in range(8)]
+    assert got[:4] == [0.0] * 4 and got[5] == 0.0 and got[7] == 0.0
+    assert got[4] == pytest.approx(full, rel=1e-6) and got[6] == pytest.approx(full, rel=1e-6)
+
+
+def test_start_step_needs_the_step_and_is_validated(rng):
+    with pytest.raises(ValueError, match="start_step=3 need"):
+        CKASimilarityLoss(start_step=3)(features(rng))
+    with pytest.raises(ValueError, match="start_step"):
+        CKASimilarityLoss(start_step=-1)

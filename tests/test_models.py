@@ -326,3 +326,12 @@ def test_no_private_keras_outside_the_compat_module():
         if private.search(line)
     ]
     assert offenders == []
+
+
+def test_start_step_warm_up_in_compiled_train_step():
+    loss = CKASimilarityLoss(start_step=4, every_n_steps=2)
+    attached = compile_(attach_cka_loss(small_cnn(), TAPS, loss))
+    record = RecordPenalty()
+    x, y = data(n=56)
+    attached.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    assert [v > 0 for v in record.values] == [False] * 4 + [True, False, True]

@@ -87,3 +87,37 @@ def test_cka_monitor_mean_is_over_the_pairs_the_loss_sums():
     assert adjacent.mean_within_groups(matrix) == pytest.approx((0.2 + 0.6) / 2)
     grouped = CKAMonitor(probe, [["a", "b", "c"], ["c", "a"]], pairs="adjacent")
     assert grouped.mean_within_groups(matrix) == pytest.approx((0.2 + 0.6 + 0.9) / 3)
+
+
+@pytest.mark.parametrize("distribution", ["erk", "uniform"])
+def test_rescale_keeps_each_layers_output_scale(distribution):
+    model = zoo.mlp((8, 8, 1), 3, width=64)
+    pruned = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.9))
+    before = [
+        ops.convert_to_numpy(w).copy()
+        for wrapper in pruning.collect_prunable_layers(pruned)
+        for w in wrapper.pruned_weights
+    ]
+    sparse_training.set_random_masks(pruned, 0.9, seed=1, distribution=distribution, rescale=True)
+    wrappers = pruning.collect_prunable_layers(pruned)
+    pairs = [(w, i) for w in wrappers for i in range(len(w.pruned_weights))]
+    for (wrapper, i), original in zip(pairs, before):
+        mask = ops.convert_to_numpy(wrapper.masks[i])
+        kept = mask.sum()
+        factor = np.sqrt(mask.size / kept)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(wrapper.pruned_weights[i]), original * mask * factor, rtol=1e-6
+        )
+    # The first layer's pre-activation spread matches the dense layer's (within sampling).
+    x = np.random.default_rng(0).random((512, 64)).astype("float32")
+    dense_out = x @ before[0]
+    sparse_out = x @ ops.convert_to_numpy(wrappers[0].pruned_weights[0])
+    assert np.std(sparse_out) == pytest.approx(np.std(dense_out), rel=0.25)
+
+
+def test_rescale_must_be_a_bool():
+    model = pruning.prune_low_magnitude(
+        zoo.mlp((8, 8, 1), 3, width=8), sparse_training.StaticMask(0.5)
+    )
+    with pytest.raises(TypeError, match="rescale"):
+        sparse_training.set_random_masks(model, 0.5, rescale="yes")
