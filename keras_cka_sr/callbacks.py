@@ -1,11 +1,17 @@
-"""`CKAMonitor`: the CKA matrix of chosen layers on a fixed probe batch, every epoch."""
+"""Callbacks that watch CKA-SR: `CKAMonitor` (the CKA matrix of chosen layers on a probe
+batch) and `CKAGradientMonitor` (how the penalty's gradient compares with the task's)."""
+
+import math
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_cka_sr import cka
-from keras_cka_sr.losses import PAIRS, compared_pairs
+from keras_cka_sr import _compat, cka
+from keras_cka_sr._autodiff import compiled, gradients
+from keras_cka_sr._validation import check_float
+from keras_cka_sr.losses import PAIRS, CKASimilarityLoss, compared_pairs
 from keras_cka_sr.models import feature_model, parse_layer_names
 
 
@@ -71,3 +77,135 @@ class CKAMonitor(keras.callbacks.Callback):
             "pairs": self.pairs,
             "log_key": self.log_key,
         }
+
+
+class CKAGradientMonitor(keras.callbacks.Callback):
+    """Logs how strongly CKA-SR's gradient competes with the task's, per weight tensor.
+
+    At each epoch end (and at train begin: the initialization, where sparse nets
+    without normalization are most at risk), on a fixed probe batch and in training
+    mode, without changing any variable: for every prunable kernel `W` (biases and
+    normalization weights are left out: their gradients would hide the kernels'),
+    `ratio(W) = ||d penalty / d W|| / ||d task loss / d W||`. `logs[log_key]` is the
+    largest ratio; `ratios` keeps every measurement, by weight path. The first time a
+    ratio exceeds `warn_above`, it warns: the penalty then steers those kernels more than
+    the task does (with Adam, whatever beta is), which is how CKA-SR drove sparse
+    LeNet-5 to chance (README, "Safety").
+
+    Args:
+        x, y: the probe batch (e.g. 64 training samples) and its targets.
+        layer_names: the tapped layers, as given to `attach_cka_loss`.
+        loss: the `CKASimilarityLoss` (its `every_n_steps`/`start_step` are ignored:
+            the diagnostic measures the penalty's gradient when it is computed).
+        warn_above: the ratio that triggers the one-time warning.
+        log_key: the key added to the epoch logs.
+
+    The model must be compiled with a single loss (`model.loss`). Cost: two backward
+    passes on the probe batch per epoch (`benchmarks/gradient_monitor_cost.py`).
+    """
+
+    def __init__(self, x, y, layer_names, loss, warn_above=1.0, log_key="cka_grad_ratio"):
+        super().__init__()
+        self.names, groups = parse_layer_names(layer_names)
+        if not isinstance(loss, CKASimilarityLoss):
+            raise TypeError(f"`loss` must be a CKASimilarityLoss; got {type(loss).__name__}.")
+        config = dict(loss.get_config(), every_n_steps=1, start_step=0)
+        if groups is not None:
+            config["groups"] = groups
+        self.loss = CKASimilarityLoss.from_config(config)
+        self.x, self.y = np.asarray(x), np.asarray(y)
+        self.warn_above = check_float("warn_above", warn_above, 0.0)
+        self.log_key = log_key
+        self.ratios = []
+        self.warned = False
+        self._probe = None
+
+    def on_train_begin(self, logs=None):
+        if not callable(keras.losses.get(self.model.loss)):
+            raise ValueError(
+                "CKAGradientMonitor needs a model compiled with one loss; got "
+                f"loss={self.model.loss!r}."
+            )
+        self.measure()
+
+    def on_epoch_end(self, epoch, logs=None):
+        ratios = self.measure()
+        if logs is not None:
+            logs[self.log_key] = max(ratios.values())
+
+    def measure(self):
+        """The ratio for every prunable kernel now, by weight path (also kept in `ratios`)."""
+        if self._probe is None or self._probe_of is not self.model:
+            self._probe = feature_model(self.model, self.names, with_outputs=True)
+            self._probe_of = self.model
+            self._norms = compiled(self._gradient_norms)
+            self._kernels = _kernel_indices(self._probe)
+        probe = self._probe
+        task_norms, penalty_norms = self._norms(
+            [ops.convert_to_tensor(v) for v in probe.trainable_variables],
+            [ops.convert_to_tensor(v) for v in probe.non_trainable_variables],
+            ops.convert_to_tensor(self.x),
+            ops.convert_to_tensor(self.y),
+        )
+        task_norms = ops.convert_to_numpy(task_norms)
+        penalty_norms = ops.convert_to_numpy(penalty_norms)
+        ratios = {
+            path: float(p / t) if t > 0 else math.inf
+            for path, t, p in zip([path for _, path in self._kernels], task_norms, penalty_norms)
+        }
+        self.ratios.append(ratios)
+        worst = max(ratios, key=ratios.get)
+        if not self.warned and ratios[worst] > self.warn_above:
+            self.warned = True
+            warnings.warn(
+                f"CKA-SR's gradient is {ratios[worst]:.3g}x the task loss's on {worst} "
+                f"(warn_above={self.warn_above:g}): the penalty, not the task, steers that "
+                "kernel. Consider rescaling sparse initial weights (set_random_masks("
+                "rescale=True)), a warm-up (CKASimilarityLoss(start_step=...)) or a "
+                "smaller weight.",
+                stacklevel=2,
+            )
+        return ratios
+
+    def _gradient_norms(self, trainable, non_trainable, x, y):
+        """Per prunable kernel: ||d task / d W|| and ||d penalty / d W|| (two vectors)."""
+        probe = self._probe
+        task_loss = keras.losses.get(self.model.loss)
+        outputs_count = len(keras.tree.flatten(self.model.outputs))
+
+        def forward(values):
+            outputs, _ = probe.stateless_call(values, non_trainable, x, training=True)
+            return outputs[:outputs_count], outputs[outputs_count:]
+
+        def task(values):
+            return task_loss(y, forward(values)[0][0])
+
+        def penalty(values):
+            return self.loss(list(forward(values)[1]), skip_small_batch=True)
+
+        def norms(grads):
+            return ops.stack(
+                [ops.sqrt(ops.sum(ops.square(grads[index]))) for index, _ in self._kernels]
+            )
+
+        return norms(gradients(task, trainable)), norms(gradients(penalty, trainable))
+
+    def get_config(self):
+        """The arguments except the probe batch and the loss object."""
+        return {"layer_names": self.names, "warn_above": self.warn_above, "log_key": self.log_key}
+
+
+def _kernel_indices(model):
+    """(index into `model.trainable_variables`, path) of every prunable kernel."""
+    from keras_cka_sr.pruning import registry
+
+    kernels = {}
+    for layer in _compat.flatten_layers(model, include_self=False):
+        if registry.has_prunable_rule(layer) and layer.built:
+            for weight in registry.prunable_weights(layer):
+                kernels[id(weight)] = weight.path
+    return [
+        (index, kernels[id(v)])
+        for index, v in enumerate(model.trainable_variables)
+        if id(v) in kernels
+    ]

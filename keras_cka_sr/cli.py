@@ -238,6 +238,8 @@ def train(args):
         )
         result = experiment.run(config, data)
         warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
+        if math.isfinite(result["cka_grad_ratio_max"]):
+            warning = f", penalty/task gradient <= {result['cka_grad_ratio_max']:.2g}" + warning
         print(
             f"   test accuracy {result['test_accuracy']:.4f}, sparsity "
             f"{result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}, "

@@ -10,7 +10,7 @@ import numpy as np
 
 from keras_cka_sr import cka, pruning, sparse_training, zoo
 from keras_cka_sr._validation import check_bool, check_float, check_int
-from keras_cka_sr.callbacks import CKAMonitor
+from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
 
@@ -131,6 +131,8 @@ def run(config, data):
         "sparsity": stats["sparsity"],
         "small_weight_share": stats["small_weight_share"],
         "cka_mean": monitor.mean_within_groups(matrix),
+        # The largest ratio of the penalty's gradient to the task's over kernels and epochs.
+        "cka_grad_ratio_max": max(history.get("cka_grad_ratio", [math.nan])),
         "cka_matrix": matrix.tolist(),
         "cka_layers": monitor.names,
         "magnitude_histogram": _log_histogram(stats["magnitudes"]),
@@ -194,6 +196,12 @@ def _train(config, data):
         callbacks = [keras.callbacks.TerminateOnNaN(), monitor]
         if pruning.collect_prunable_layers(model):
             callbacks.insert(0, pruning.UpdatePruningStep())
+        loss = _cka_loss(config)
+        if loss is not None and config.distribute == "none":
+            size = min(64, len(data.x_train))
+            callbacks.append(
+                CKAGradientMonitor(data.x_train[:size], data.y_train[:size], groups, loss)
+            )
         result = trained.fit(
             data.x_train,
             data.y_train,

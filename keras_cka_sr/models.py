@@ -144,11 +144,14 @@ def attach_cka_loss(
     )
 
 
-def feature_model(model: keras.Model, layer_names: Sequence[str]) -> keras.Model:
+def feature_model(
+    model: keras.Model, layer_names: Sequence[str], with_outputs: bool = False
+) -> keras.Model:
     """A functional model from `model`'s inputs to the outputs of the named layers.
 
     Same layer objects (shared weights); nested models and wrapped layers are resolved
     as in `attach_cka_loss`. Useful to compute CKA between layers (`CKAMonitor`).
+    `with_outputs=True` puts `model`'s own (flattened) outputs first, then the features.
     """
     if not isinstance(model, keras.Model) or not _compat.is_graph_model(model):
         raise TypeError(
@@ -157,8 +160,11 @@ def feature_model(model: keras.Model, layer_names: Sequence[str]) -> keras.Model
     if isinstance(layer_names, str) or not layer_names:
         raise TypeError(f"`layer_names` must be a non-empty list of names; got {layer_names!r}.")
     names = list(layer_names)
-    inputs, _, tapped = _trace_taps(model, names)
-    return keras.Model(inputs, [tapped[n] for n in names], name=f"{model.name}_features")
+    inputs, outputs, tapped = _trace_taps(model, names)
+    features = [tapped[n] for n in names]
+    if with_outputs:
+        features = keras.tree.flatten(outputs) + features
+    return keras.Model(inputs, features, name=f"{model.name}_features")
 
 
 def _trace_taps(model, names):

@@ -181,9 +181,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return [t for t, _ in new], [m for _, m in new]
 
         def keep():
+            # Read values, not variables: on TF, `convert_to_tensor` of a variable is the
+            # variable, which a stateless call (e.g. CKAGradientMonitor) cannot assign.
             return (
-                [ops.convert_to_tensor(t) for t in self.thresholds],
-                [ops.convert_to_tensor(m) for m in self.masks],
+                [ops.stop_gradient(ops.convert_to_tensor(t)) for t in self.thresholds],
+                [ops.stop_gradient(ops.convert_to_tensor(m)) for m in self.masks],
             )
 
         thresholds, new_masks = ops.cond(due, update, keep)
