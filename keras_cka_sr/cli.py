@@ -1,6 +1,7 @@
 """`keras-cka-sr train`: sparse training with and without CKA-SR, from the command line."""
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -118,6 +119,11 @@ def build_parser():
         "data-parallel: keras.distribution.DataParallel (JAX backend)",
     )
     train.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the runs already written to --output (an interrupted study goes on)",
+    )
+    train.add_argument(
         "--output", default=None, help="write all results to this JSON file (after every run)"
     )
     train.add_argument("--plots", default=None, help="write PNG figures into this folder")
@@ -228,9 +234,19 @@ def train(args):
         f"{len(data.x_test)} test), {args.model}, backend {keras.backend.backend()}",
         flush=True,
     )
+    finished = _finished_runs(args.output) if args.resume else {}
     results = []
     start = time.time()
     for config in configs:
+        previous = finished.get(_run_key(dataclasses.asdict(config)))
+        if previous is not None:
+            print(
+                f"== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
+                f"seed={config.seed}: finished in {args.output}, skipped",
+                flush=True,
+            )
+            results.append(dict(previous, model=None))
+            continue
         print(
             f"\n== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
             f"seed={config.seed}",
@@ -256,7 +272,7 @@ def train(args):
     )
     if args.output:
         print(f"results: {args.output}")
-    last = results[-1]["model"]
+    last = results[-1]["model"]  # --resume excludes --save/--export: this run trained
     if args.save:
         last.save(args.save)
         print(f"saved: {args.save}")
@@ -277,6 +293,20 @@ def train(args):
             file=sys.stderr,
         )
     return summary, not bad
+
+
+def _run_key(config):
+    """A run's identity: its configuration without the console verbosity."""
+    return json.dumps({k: v for k, v in config.items() if k != "verbose"}, sort_keys=True)
+
+
+def _finished_runs(path):
+    """Runs already written to `path` by an earlier (interrupted) invocation, by key."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        runs = json.load(handle).get("runs", [])
+    return {_run_key(run["config"]): run for run in runs}
 
 
 def _configs(args):
@@ -328,6 +358,10 @@ def _check_outputs(args, backend):
         if not os.path.isdir(path) or not os.access(path, os.W_OK):
             fail(f"{what}: {path!r} is not a writable folder.")
 
+    if args.resume and not args.output:
+        fail("--resume skips the runs already in --output: give --output.")
+    if args.resume and (args.save or args.export):
+        fail("--resume may skip the last run, so there may be no model to --save/--export.")
     for flag, path in (("--output", args.output), ("--save", args.save)):
         if path is None:
             continue

@@ -235,3 +235,47 @@ def test_warm_up_and_rescale_flags_reach_every_run():
     assert all(c.cka_start == 30 and c.rescale is False for c in configs)
     default = cli._configs(cli.build_parser().parse_args(["train"]))[0]
     assert default.cka_start == 0 and default.rescale is True
+
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    from keras_cka_sr import experiment
+
+    output = tmp_path / "r.json"
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "--subset",
+        "128",
+        "--epochs",
+        "1",
+        "--method",
+        "dense",
+        "--seeds",
+        "0",
+        "1",
+        "--cka-weight",
+        "0",
+        "--verbose",
+        "0",
+        "--output",
+        str(output),
+    ]
+    assert cli.main(argv[:-4] + ["--seeds", "0", "--output", str(output)]) == 0
+    first = json.loads(output.read_text())["runs"]
+    trained = []
+    run = experiment.run
+    monkeypatch.setattr(experiment, "run", lambda c, d: trained.append(c.seed) or run(c, d))
+    assert cli.main(argv + ["--resume"]) == 0
+    runs = json.loads(output.read_text())["runs"]
+    assert trained == [1] and [r["config"]["seed"] for r in runs] == [0, 1]
+    assert runs[0]["test_accuracy"] == first[0]["test_accuracy"]
+
+
+def test_resume_needs_output_and_excludes_save(no_training):
+    with pytest.raises(SystemExit, match="give --output"):
+        cli.main(["train", "--resume"])
+    with pytest.raises(SystemExit, match="--save/--export"):
+        cli.main(["train", "--resume", "--output", "/tmp/r.json", "--save", "/tmp/m.keras"])
