@@ -259,3 +259,23 @@ def test_unknown_keyword_arguments_are_rejected_not_swallowed(to_prune):
 def test_keyword_arguments_reach_a_single_layers_wrapper():
     wrapper = pruning.prune_low_magnitude(keras.layers.Dense(3), name="pruned_dense")
     assert wrapper.name == "pruned_dense"
+
+
+def test_tfmot_custom_training_loop_protocol_and_names(tmp_path):
+    """tfmot's documented custom loop calls on_epoch_end(batch=-1); its wrapper exposes
+    prunable_weights / get_prunable_weights() / pruning_vars; prune_scope loads models."""
+    model = pruning.prune_low_magnitude(small_cnn())
+    callback = pruning.UpdatePruningStep()
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(batch=-1)
+    callback.on_epoch_end(batch=-1)
+    wrapper = model.get_layer("prune_low_magnitude_c2")
+    assert wrapper.get_prunable_weights() == wrapper.prunable_weights == wrapper.pruned_weights
+    assert [w for w, _, _ in wrapper.pruning_vars] == wrapper.pruned_weights
+    assert [m for _, m, _ in wrapper.pruning_vars] == wrapper.masks
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    with pruning.prune_scope():
+        loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("prune_low_magnitude_c2"), pruning.PruneLowMagnitude)

@@ -1,7 +1,7 @@
 """Keras 3 magnitude pruning with tensorflow-model-optimization's API (TF, JAX, torch)."""
 
 from keras_cka_sr.pruning.callbacks import PruningSummaries, UpdatePruningStep
-from keras_cka_sr.pruning.prune import prune_low_magnitude, strip_pruning
+from keras_cka_sr.pruning.prune import prune_low_magnitude, prune_scope, strip_pruning
 from keras_cka_sr.pruning.registry import PrunableLayer
 from keras_cka_sr.pruning.schedules import (
     ConstantSparsity,
@@ -22,5 +22,6 @@ __all__ = [
     "UpdatePruningStep",
     "collect_prunable_layers",
     "prune_low_magnitude",
+    "prune_scope",
     "strip_pruning",
 ]

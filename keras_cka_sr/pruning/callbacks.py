@@ -24,7 +24,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             if layer.built and int(ops.convert_to_numpy(layer.pruning_step)) == -1:
                 layer.pruning_step.assign(0)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch=-1, logs=None, batch=None):
+        # `batch`: tfmot's name for the first argument; its custom-loop recipe calls
+        # `on_epoch_end(batch=-1)`.
         for layer in collect_prunable_layers(self.model):
             if layer.built:
                 layer.apply_masks()

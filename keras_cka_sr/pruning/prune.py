@@ -64,6 +64,15 @@ def prune_low_magnitude(
     )
 
 
+def prune_scope():
+    """A custom-object scope for loading pruned models, as tfmot's `prune_scope`.
+
+    Not needed here (the pruning classes are registered, so `.keras` files load
+    anywhere); kept so that tfmot code runs unchanged.
+    """
+    return keras.saving.custom_object_scope({"PruneLowMagnitude": PruneLowMagnitude})
+
+
 def strip_pruning(model: keras.Model) -> keras.Model:
     """Returns a plain Keras model (no wrappers) whose weights are the masked weights.
 

@@ -222,6 +222,20 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             for owner, attr, original in reversed(saved):
                 object.__setattr__(owner, attr, original)
 
+    @property
+    def prunable_weights(self):
+        """The weights this wrapper prunes (tfmot's name for `pruned_weights`)."""
+        return self.pruned_weights
+
+    def get_prunable_weights(self):
+        """The weights this wrapper prunes, as tfmot's wrapper returns them."""
+        return list(self.pruned_weights)
+
+    @property
+    def pruning_vars(self):
+        """`(weight, mask, threshold)` for each pruned weight, as tfmot's wrapper has them."""
+        return list(zip(self.pruned_weights, self.masks, self.thresholds))
+
     def apply_masks(self):
         """Writes `weight * mask` into the stored weights (outside a train step)."""
         for weight, mask in zip(self.pruned_weights, self.masks):
