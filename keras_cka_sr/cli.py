@@ -166,8 +166,25 @@ def _setting(config):
     return config["method"], sparsity, config["cka_weight"]
 
 
+# Two-sided 95% quantiles of Student's t, by degrees of freedom (1 to 30).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def paired_interval(gains):
+    """(mean, std, half-width of the 95% t-interval of the mean) of paired differences;
+    the half-width is NaN for fewer than 2 pairs (and t(30) is used beyond 31)."""
+    gains = np.asarray(gains, dtype=float)
+    if len(gains) < 2:
+        return float(gains.mean()), 0.0, math.nan
+    std = float(gains.std(ddof=1))
+    t = _T975[min(len(gains) - 1, len(_T975)) - 1]
+    return float(gains.mean()), std, t * std / math.sqrt(len(gains))
+
+
 def _add_paired_deltas(summary, results):
-    """Accuracy gain over beta=0 with the same seeds, and its std over seeds."""
+    """Accuracy gain over beta=0 with the same seeds: mean, std and 95% interval."""
     by_key = {_setting(r["config"]) + (r["config"]["seed"],): r for r in results}
     for row in summary:
         if row["cka_weight"] == 0:
@@ -179,14 +196,14 @@ def _add_paired_deltas(summary, results):
             if mine is not None and base is not None:
                 gains.append(mine["test_accuracy"] - base["test_accuracy"])
         if gains:
-            row["gain_mean"] = float(np.mean(gains))
-            row["gain_std"] = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
+            row["gain_mean"], row["gain_std"], half = paired_interval(gains)
+            row["gain_ci95"] = [row["gain_mean"] - half, row["gain_mean"] + half]
 
 
 def format_table(summary):
     header = (
         f"{'method':<8} {'sparsity':>8} {'beta':>7} {'test acc (mean ± std)':>24} {'n':>2} "
-        f"{'gain vs beta=0':>17} {'achieved':>9} {'CKA':>6} {'|w|<1e-3':>9}"
+        f"{'gain vs beta=0':>17} {'95% interval':>16} {'achieved':>9} {'CKA':>6} {'|w|<1e-3':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in summary:
@@ -196,9 +213,11 @@ def format_table(summary):
             if "gain_mean" in row
             else ""
         )
+        low, high = row.get("gain_ci95", (math.nan, math.nan))
+        interval = f"[{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) else ""
         lines.append(
             f"{row['method']:<8} {row['sparsity_target']:>8.3f} {row['cka_weight']:>7.0e} {acc:>24} "
-            f"{len(row['seeds']):>2} {gain:>17} {row['sparsity_achieved']:>9.4f} "
+            f"{len(row['seeds']):>2} {gain:>17} {interval:>16} {row['sparsity_achieved']:>9.4f} "
             f"{row['cka_mean']:>6.3f} {row['small_weight_share']:>9.4f}"
         )
     return "\n".join(lines)
@@ -267,8 +286,11 @@ def train(args):
             _write_results(args.output, args.dataset, keras.backend.backend(), results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
+    skipped = sum(r["model"] is None for r in results)
+    read = f" ({skipped} read from {args.output})" if skipped else ""
     print(
-        f"\n{len(results)} runs in {time.time() - start:.0f}s on backend {keras.backend.backend()}."
+        f"\n{len(results)} runs{read} in {time.time() - start:.0f}s on backend "
+        f"{keras.backend.backend()}."
     )
     if args.output:
         print(f"results: {args.output}")
