@@ -7,6 +7,7 @@
 Prints one JSON line (prefixed "RESULT ") that tests/test_distributed.py checks.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -127,10 +128,10 @@ def data_parallel():
     x, y = data(68)
     results = {}
     for name, scope in (
-        ("single", None),
-        ("distributed", keras.distribution.DataParallel(devices=jax.devices())),
+        ("single", contextlib.nullcontext()),
+        ("distributed", keras.distribution.DataParallel(devices=jax.devices()).scope()),
     ):
-        if scope is None:
+        with scope:
             model = build()
             history = model.fit(
                 x,
@@ -142,19 +143,6 @@ def data_parallel():
                 callbacks=[pruning.UpdatePruningStep()],
             ).history
             model(x[:16], training=True)
-        else:
-            with scope.scope():
-                model = build()
-                history = model.fit(
-                    x,
-                    y,
-                    batch_size=16,
-                    epochs=3,
-                    shuffle=False,
-                    verbose=0,
-                    callbacks=[pruning.UpdatePruningStep()],
-                ).history
-                model(x[:16], training=True)
         layer = model.get_layer("cka_regularization")
         results[name] = {
             "history": {k: [float(v) for v in vs] for k, vs in history.items()},
