@@ -63,6 +63,14 @@ def build(weight=1e-2, num_samples=8, lr=0.05):
     return model
 
 
+def fit(model, x, y, epochs):
+    """Fit in batches of 16, in order, with the pruning callback; returns the history dict."""
+    callbacks = [pruning.UpdatePruningStep()]
+    return model.fit(
+        x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks
+    ).history
+
+
 def penalty(model, x, loss):
     """The penalty of `loss` on the tapped outputs of `model` for batch `x`, undistributed."""
     probe = feature_model(model, TAPS)
@@ -83,24 +91,8 @@ def mirrored():
         model = build()
         # One step with lr 0 on a batch of 16: each replica's penalty is on its 8 samples.
         probe = build(weight=1.0, num_samples=None, lr=0.0)
-        first = probe.fit(
-            x[:16],
-            y[:16],
-            batch_size=16,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-            callbacks=[pruning.UpdatePruningStep()],
-        ).history["cka_sr"][0]
-        history = model.fit(
-            x,
-            y,
-            batch_size=16,
-            epochs=3,
-            shuffle=False,
-            verbose=0,
-            callbacks=[pruning.UpdatePruningStep()],
-        ).history
+        first = fit(probe, x[:16], y[:16], epochs=1)["cka_sr"][0]
+        history = fit(model, x, y, epochs=3)
     full = CKASimilarityLoss(1.0)
     wrappers = pruning.collect_prunable_layers(model)
     return {
@@ -133,15 +125,7 @@ def data_parallel():
     ):
         with scope:
             model = build()
-            history = model.fit(
-                x,
-                y,
-                batch_size=16,
-                epochs=3,
-                shuffle=False,
-                verbose=0,
-                callbacks=[pruning.UpdatePruningStep()],
-            ).history
+            history = fit(model, x, y, epochs=3)
             model(x[:16], training=True)
         layer = model.get_layer("cka_regularization")
         results[name] = {
