@@ -49,6 +49,23 @@ def run_graph(model, inputs, call_fn):
     return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
 
 
+def forward_pass_token():
+    """An object that identifies the forward pass being run, or None outside one.
+
+    A layer called several times in one forward pass (a shared layer) sees the same object
+    each time; the next pass gets a new one. Under JAX's `stateless_call` (how the JAX
+    trainer runs the model: it calls `Model.call` directly, with no outer `__call__`) the
+    token is the `StatelessScope`; otherwise the `CallContext` that the outermost
+    `Layer.__call__` opens. Neither has a public getter (Keras 3.0+).
+    """
+    from keras.src.backend.common import global_state, stateless_scope
+
+    scope = stateless_scope.get_stateless_scope()
+    if scope is not None:
+        return scope
+    return global_state.get_global_attribute("current_call_ctx")
+
+
 def tensorboard_train_writer(callback):
     """The summary writer of a `keras.callbacks.TensorBoard` for training logs.
 

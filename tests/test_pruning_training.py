@@ -279,3 +279,25 @@ def test_tfmot_custom_training_loop_protocol_and_names(tmp_path):
     with pruning.prune_scope():
         loaded = keras.models.load_model(path)
     assert isinstance(loaded.get_layer("prune_low_magnitude_c2"), pruning.PruneLowMagnitude)
+
+
+@pytest.mark.parametrize("run_eagerly", [False, True])
+def test_shared_layer_steps_once_per_optimizer_step(run_eagerly):
+    """A pruned layer called twice per forward pass follows optimizer steps, as an unshared
+    one does (tfmot's wrapper steps on every call, so its schedule runs twice as fast)."""
+    schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 12, frequency=4)
+    shared = pruning.prune_low_magnitude(keras.layers.Dense(6, name="shared"), schedule)
+    single = pruning.prune_low_magnitude(keras.layers.Dense(6, name="single"), schedule)
+    inp = keras.Input((6,))
+    out = keras.layers.Dense(2, name="head")(single(shared(keras.activations.relu(shared(inp)))))
+    model = keras.Model(inp, out)
+    model.compile("sgd", "mse", run_eagerly=run_eagerly)
+    x = np.random.default_rng(0).normal(size=(40, 6)).astype("float32")
+    y = np.zeros((40, 2), "float32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    steps = int(ops.convert_to_numpy(model.optimizer.iterations))
+    assert steps == 5
+    for wrapper in (shared, single):
+        assert int(ops.convert_to_numpy(wrapper.pruning_step)) == steps
+        # step 5: the last update was at step 4, sparsity 0.8 * (1 - (1 - 4/12)**3) ~= 0.563
+        assert float(np.mean(ops.convert_to_numpy(wrapper.masks[0]) == 0)) == pytest.approx(20 / 36)

@@ -16,6 +16,7 @@ refuses LoRA-enabled and quantized layers, which compute with another tensor).
 import contextlib
 import inspect
 import warnings
+import weakref
 
 import keras
 from keras import ops
@@ -40,10 +41,12 @@ MISSING_CALLBACK_MESSAGE = (
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Prunes the wrapped layer's prunable weights to the sparsity the schedule gives.
 
-    In training calls the step counter (starting at -1, taken as 0, so the first
-    training step is step 1, as tfmot's `UpdatePruningStep` makes it) goes up by one,
-    and when `pruning_schedule(step)` says so, each mask is recomputed from the masked
-    weight: keep the largest |w|. The forward pass always uses `weight * mask`.
+    In training, once per forward pass, the step counter (starting at -1, taken as 0, so
+    the first training step is step 1, as tfmot's `UpdatePruningStep` makes it) goes up
+    by one, and when `pruning_schedule(step)` says so, each mask is recomputed from the
+    masked weight: keep the largest |w|. A layer called twice in one forward pass (a
+    shared layer) steps once, so its schedule follows optimizer steps (tfmot's wrapper
+    steps on every call). The forward pass always uses `weight * mask`.
     Training without `UpdatePruningStep` warns (tfmot raises): an error inside a
     train step would leave a JAX model without its variables, and the callback is
     needed only to write the masked values into the stored weights at epoch ends.
@@ -114,6 +117,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
         self.callback_active = False
+        self._stepped_in = None  # weakref to the forward pass that last stepped
         self._inner_takes_training = "training" in inspect.signature(layer.call).parameters
 
     def build(self, input_shape=None):
@@ -161,13 +165,23 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if training and self.pruned_weights:
             if not self.callback_active:
                 warnings.warn(MISSING_CALLBACK_MESSAGE, stacklevel=2)
-            step = ops.maximum(self.pruning_step, 0) + 1
-            self.pruning_step.assign(step)
-            self._update_masks(step)
+            if self._first_call_of_this_pass():
+                step = ops.maximum(self.pruning_step, 0) + 1
+                self.pruning_step.assign(step)
+                self._update_masks(step)
         if self._inner_takes_training:
             kwargs["training"] = training
         with self._masked_weights():
             return self.layer(inputs, *args, **kwargs)
+
+    def _first_call_of_this_pass(self):
+        token = _compat.forward_pass_token()
+        if token is None:
+            return True
+        if self._stepped_in is not None and self._stepped_in() is token:
+            return False
+        self._stepped_in = weakref.ref(token)
+        return True
 
     def _update_masks(self, step):
         if self.sparsity_m_by_n is not None:
