@@ -10,19 +10,22 @@ All of them go through `PruneLowMagnitude`'s masks, so there is one mask mechani
 """
 
 import math
-from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_cka_sr import _compat
-from keras_cka_sr._validation import check_bool, check_float, check_int, check_sparsity
+from keras_cka_sr._validation import check_bool, check_int, check_sparsity
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule
-from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
+from keras_cka_sr.pruning.wrapper import PruneLowMagnitude
+from keras_cka_sr.sparse import masking
+from keras_cka_sr.sparse.allocation import erk_densities, kept_counts, layer_densities
 
-DISTRIBUTIONS = ("erk", "uniform")
+__all__ = ["StaticMask", "erk_densities", "kernel_stats", "set_random_masks"]
+
+DISTRIBUTIONS = ("erk", "uniform")  # the order of the CLI choices
 
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
@@ -42,48 +45,19 @@ class StaticMask(PruningSchedule):
         return {"sparsity": self.sparsity}
 
 
-def erk_densities(
-    shapes: Sequence[Sequence[int]], sparsity: float, power_scale: float = 1.0
-) -> list[float]:
-    """Per-layer densities with ERK scaling and overall density `1 - sparsity`.
-
-    A layer's density is proportional to `sum(shape) / prod(shape)`; layers whose
-    density would exceed 1 are kept dense and the others rescaled (RigL's algorithm).
-    """
-    sparsity = check_sparsity("sparsity", sparsity)
-    power_scale = check_float("power_scale", power_scale)
-    sizes = [int(np.prod(s)) for s in shapes]
-    raw = [(sum(s) / np.prod(s)) ** power_scale for s in shapes]
-    dense = set()
-    while True:
-        divisor, rhs = 0.0, 0.0
-        for i, size in enumerate(sizes):
-            if i in dense:
-                rhs -= size * sparsity
-            else:
-                rhs += size * (1.0 - sparsity)
-                divisor += raw[i] * size
-        epsilon = rhs / divisor
-        probabilities = {i: epsilon * raw[i] for i in range(len(sizes)) if i not in dense}
-        worst = max(probabilities.values())
-        if worst <= 1.0:
-            break
-        dense.update(i for i, p in probabilities.items() if p == worst)
-    return [1.0 if i in dense else probabilities[i] for i in range(len(sizes))]
-
-
 def set_random_masks(
     model: keras.Model,
     sparsity: float,
     seed: int = 0,
     distribution: str = "erk",
     rescale: bool = False,
+    keep_first_last_dense: bool = False,
 ) -> dict[str, float]:
     """Draws a random fixed mask for every pruned weight of `model`'s wrappers.
 
-    Each weight keeps exactly `round(density * size)` (at least 1) random entries, with
-    ERK or uniform densities for overall sparsity `sparsity`; the stored weights are
-    masked too. Returns the densities, by weight path.
+    Layer densities are ERK or uniform for overall sparsity `sparsity`, with integer
+    counts that keep exactly `round((1 - sparsity) * N)` of the N pruned weights; the
+    stored weights are masked too. Returns the densities, by weight path.
 
     `rescale=True` multiplies each weight's kept entries by `1 / sqrt(kept / size)`
     (sparsity-aware initialization, as Evci et al. and Liu et al.): a layer's output then
@@ -96,30 +70,20 @@ def set_random_masks(
     sparsity = check_sparsity("sparsity", sparsity)
     seed = check_int("seed", seed, 0)
     rescale = check_bool("rescale", rescale)
-    wrappers = collect_prunable_layers(model)
-    pairs = [(w, i) for w in wrappers for i in range(len(w.pruned_weights))]
-    if not pairs:
-        raise ValueError(f"Model {model.name!r} has no pruned weights to mask.")
-    shapes = [tuple(w.pruned_weights[i].shape) for w, i in pairs]
-    if distribution == "erk":
-        densities = erk_densities(shapes, sparsity)
-    else:
-        densities = [1.0 - sparsity] * len(shapes)
+    keep_first_last_dense = check_bool("keep_first_last_dense", keep_first_last_dense)
+    slots = masking.pruned_slots(model)
+    shapes = [tuple(w.pruned_weights[i].shape) for w, i in slots]
+    densities = layer_densities(
+        shapes, sparsity, distribution, masking.edge_indices(slots, keep_first_last_dense)
+    )
+    sizes = [int(np.prod(shape)) for shape in shapes]
     rng = np.random.default_rng(seed)
-    result = {}
-    for (wrapper, i), shape, density in zip(pairs, shapes, densities):
-        size = int(np.prod(shape))
-        keep = max(int(round(density * size)), 1)
+    masks = []
+    for size, keep in zip(sizes, kept_counts(sizes, densities)):
         mask = np.zeros(size, dtype="float32")
         mask[rng.permutation(size)[:keep]] = 1.0
-        wrapper.masks[i].assign(mask.reshape(shape).astype(wrapper.masks[i].dtype))
-        if rescale:
-            weight = wrapper.pruned_weights[i]
-            factor = float(np.sqrt(size / keep))
-            weight.assign(ops.convert_to_numpy(weight) * factor)
-        result[wrapper.pruned_weights[i].path] = density
-        wrapper.apply_masks()
-    return result
+        masks.append(mask)
+    return masking.assign_masks(slots, masks, rescale=rescale)
 
 
 def kernel_stats(model: keras.Model, small: float = 1e-3) -> dict:

@@ -1,0 +1,35 @@
+"""Sparse training methods on the pruning wrapper's masks: layer-wise density allocation,
+pruning at initialization (SNIP, GraSP, SynFlow, random, magnitude), lottery tickets
+(iterative magnitude pruning with rewinding) and dynamic sparse training (SET, RigL)."""
+
+from keras_cka_sr.sparse.allocation import (
+    ALLOCATIONS,
+    erk_densities,
+    kept_counts,
+    layer_densities,
+    masks_from_scores,
+    total_kept,
+)
+from keras_cka_sr.sparse.init_pruning import METHODS as INIT_METHODS
+from keras_cka_sr.sparse.init_pruning import prune_at_initialization
+from keras_cka_sr.sparse.scores import (
+    grasp_scores,
+    magnitude_scores,
+    snip_scores,
+    synflow_scores,
+)
+
+__all__ = [
+    "ALLOCATIONS",
+    "INIT_METHODS",
+    "erk_densities",
+    "grasp_scores",
+    "kept_counts",
+    "layer_densities",
+    "magnitude_scores",
+    "masks_from_scores",
+    "prune_at_initialization",
+    "snip_scores",
+    "synflow_scores",
+    "total_kept",
+]

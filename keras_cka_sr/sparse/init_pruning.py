@@ -1,0 +1,82 @@
+"""Pruning at initialization: score the weights once (or, for SynFlow, over rounds), fix
+the masks, then train with them fixed (wrap with `sparse_training.StaticMask`)."""
+
+import keras
+import numpy as np
+
+from keras_cka_sr._validation import check_bool, check_int, check_sparsity
+from keras_cka_sr.sparse import allocation as alloc
+from keras_cka_sr.sparse import masking, scores
+
+METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
+_NEEDS_DATA = ("snip", "grasp")
+
+
+def prune_at_initialization(
+    model: keras.Model,
+    method: str,
+    sparsity: float,
+    x=None,
+    y=None,
+    *,
+    allocation: str | None = None,
+    keep_first_last_dense: bool = False,
+    rounds: int = 100,
+    batch_size: int = 256,
+    temperature: float = 200.0,
+    loss=None,
+    rescale: bool = False,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Sets the masks of `model`'s wrappers by `method`; returns the densities by path.
+
+    Args:
+        model: a model whose layers are wrapped in `PruneLowMagnitude` (built).
+        method: one of `METHODS`. `snip` and `grasp` score on (x, y); `synflow` and
+            `random` need no data; `magnitude` keeps the largest |w|.
+        sparsity: the share of the pruned weights set to zero, over all of them.
+        allocation: `global` (one ranking over all layers: the default of the scoring
+            methods, as their papers) or `uniform`/`erk` per-layer budgets (`erk` is the
+            default of `random`, as the paper's reference code).
+        keep_first_last_dense: keep the first and last pruned weight dense.
+        rounds: SynFlow's pruning rounds (sparsity 1 - density^(r / rounds) at round r).
+        rescale: multiply kept weights by 1/sqrt(layer density) (see `masking`).
+    """
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    sparsity = check_sparsity("sparsity", sparsity)
+    rounds = check_int("rounds", rounds, 1)
+    keep_first_last_dense = check_bool("keep_first_last_dense", keep_first_last_dense)
+    rescale = check_bool("rescale", rescale)
+    seed = check_int("seed", seed, 0)
+    if allocation is None:
+        allocation = "erk" if method == "random" else "global"
+    if allocation not in alloc.ALLOCATIONS:
+        raise ValueError(f"`allocation` must be one of {alloc.ALLOCATIONS}; got {allocation!r}.")
+    if method in _NEEDS_DATA and (x is None or y is None):
+        raise ValueError(f"method={method!r} scores weights on data: pass x and y.")
+    slots = masking.pruned_slots(model)
+    dense = masking.edge_indices(slots, keep_first_last_dense)
+
+    def masks_for(values, at_sparsity):
+        return alloc.masks_from_scores(values, at_sparsity, allocation, dense)
+
+    if method == "random":
+        rng = np.random.default_rng(seed)
+        masks = masks_for([rng.random(w.pruned_weights[i].shape) for w, i in slots], sparsity)
+    elif method == "magnitude":
+        masks = masks_for(scores.magnitude_scores(model), sparsity)
+    elif method == "snip":
+        masks = masks_for(scores.snip_scores(model, x, y, loss, batch_size), sparsity)
+    elif method == "grasp":
+        masks = masks_for(scores.grasp_scores(model, x, y, loss, batch_size, temperature), sparsity)
+    else:
+        density = 1.0 - sparsity
+        for r in range(1, rounds + 1):
+            values = scores.synflow_scores(model)
+            current = masking.current_masks(slots)
+            # Pruned weights rank last, so a mask only ever loses weights.
+            values = [np.where(m > 0, v, -1.0) for v, m in zip(values, current)]
+            masks = masks_for(values, 1.0 - density ** (r / rounds))
+            masking.assign_masks(slots, masks)
+    return masking.assign_masks(slots, masks, rescale=rescale)

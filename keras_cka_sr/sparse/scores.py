@@ -1,0 +1,151 @@
+"""Saliency scores of pruning at initialization, for every pruned weight of a model.
+
+Each function scores the *effective* weights `weight * mask` (pruned entries are 0) as
+the methods' papers define the score, with gradients taken on the backend Keras runs:
+
+* `snip_scores`: |g * w|, g = d loss / d w (Lee et al. 2019, SNIP);
+* `grasp_scores`: w * (H g), H the Hessian of the loss (Wang et al. 2020, GraSP), with the
+  logits divided by `temperature`; GraSP removes the weights whose `-w * (H g)` is largest,
+  so here the *highest* `w * (H g)` is the most important (keep the top, as for the others);
+* `synflow_scores`: w * dR/dw with R the sum of the outputs of the network with every
+  parameter replaced by its absolute value, on an all-ones input (Tanaka et al. 2020,
+  SynFlow; data-free, normalization layers in inference mode).
+
+Every function returns one float64 NumPy array per pruned weight, in `pruned_slots` order.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cka_sr._autodiff import gradients, hessian_vector_product
+from keras_cka_sr._validation import check_float, check_int
+from keras_cka_sr.sparse.masking import effective_weights, pruned_slots, scoring
+
+
+def magnitude_scores(model: keras.Model) -> list[np.ndarray]:
+    """|w * mask|."""
+    return [np.abs(w).astype(np.float64) for w in effective_weights(pruned_slots(model))]
+
+
+def snip_scores(model, x, y, loss=None, batch_size: int = 256) -> list[np.ndarray]:
+    """|g * w| with g the loss gradient summed over the batches of (x, y) (SNIP)."""
+    batch_size = check_int("batch_size", batch_size, 1)
+    closure = _LossClosure(model, loss)
+    with scoring(closure.slots):
+        grads = closure.summed_gradients(x, y, batch_size, temperature=1.0)
+    return [np.abs(g * w) for g, w in zip(grads, closure.numpy_weights)]
+
+
+def grasp_scores(
+    model, x, y, loss=None, batch_size: int = 256, temperature: float = 200.0
+) -> list[np.ndarray]:
+    """w * (H g) (GraSP), g and H g summed over the batches of (x, y); keep the highest."""
+    batch_size = check_int("batch_size", batch_size, 1)
+    temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
+    closure = _LossClosure(model, loss)
+    hg = [np.zeros(w.shape, np.float64) for w in closure.numpy_weights]
+    with scoring(closure.slots):
+        grads = closure.summed_gradients(x, y, batch_size, temperature)
+        vectors = [ops.convert_to_tensor(g.astype(np.float32)) for g in grads]
+        for xb, yb in _batches(x, y, batch_size):
+
+            def fn(weights, xb=xb, yb=yb):
+                return closure.loss_of(weights, xb, yb, temperature)
+
+            for total, part in zip(hg, hessian_vector_product(fn, closure.weights, vectors)):
+                total += ops.convert_to_numpy(part).astype(np.float64)
+    return [w * h for w, h in zip(closure.numpy_weights, hg)]
+
+
+def synflow_scores(model: keras.Model) -> list[np.ndarray]:
+    """w * dR/dw on |parameters| and an all-ones input (one SynFlow round)."""
+    slots = pruned_slots(model)
+    weights = [np.abs(w) for w in effective_weights(slots)]
+    t_index, m_index = _slot_indices(model, slots)
+    trainable = [ops.abs(ops.convert_to_tensor(v)) for v in model.trainable_variables]
+    non_trainable = [_abs_if_float(v) for v in model.non_trainable_variables]
+    for k in m_index:
+        non_trainable[k] = ops.ones_like(non_trainable[k])
+    if len(model.inputs) != 1:
+        raise ValueError("synflow_scores needs a model with one input.")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(d is None for d in shape):
+        raise ValueError(f"synflow_scores needs a static input shape; got {shape}.")
+    ones = ops.ones((1,) + shape)
+
+    def total_output(values):
+        full = list(trainable)
+        for j, k in enumerate(t_index):
+            full[k] = values[j]
+        outputs, _ = model.stateless_call(full, non_trainable, ones, training=False)
+        return ops.sum(ops.cast(outputs, "float32"))
+
+    tensors = [ops.convert_to_tensor(w.astype(np.float32)) for w in weights]
+    grads = gradients(total_output, tensors)
+    return [ops.convert_to_numpy(g).astype(np.float64) * w for g, w in zip(grads, weights)]
+
+
+class _LossClosure:
+    """The task loss as a function of the effective pruned weights (masks set to ones, so
+    that pruned entries get their dense gradient), other variables fixed."""
+
+    def __init__(self, model, loss):
+        self.model = model
+        self.loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.slots = slots = pruned_slots(model)
+        self.numpy_weights = [w.astype(np.float64) for w in effective_weights(slots)]
+        self.weights = [ops.convert_to_tensor(w.astype(np.float32)) for w in self.numpy_weights]
+        self.t_index, m_index = _slot_indices(model, slots)
+        self.trainable = [ops.convert_to_tensor(v) for v in model.trainable_variables]
+        self.non_trainable = [ops.convert_to_tensor(v) for v in model.non_trainable_variables]
+        for k in m_index:
+            self.non_trainable[k] = ops.ones_like(self.non_trainable[k])
+
+    def loss_of(self, weights, x, y, temperature):
+        full = list(self.trainable)
+        for j, k in enumerate(self.t_index):
+            full[k] = weights[j]
+        outputs, _ = self.model.stateless_call(full, self.non_trainable, x, training=True)
+        return self.loss(y, ops.cast(outputs, "float32") / temperature)
+
+    def summed_gradients(self, x, y, batch_size, temperature):
+        total = [np.zeros(w.shape, np.float64) for w in self.numpy_weights]
+        for xb, yb in _batches(x, y, batch_size):
+            grads = gradients(lambda ws: self.loss_of(ws, xb, yb, temperature), self.weights)
+            for acc, g in zip(total, grads):
+                acc += ops.convert_to_numpy(g).astype(np.float64)
+        return total
+
+
+def _slot_indices(model, slots):
+    """Indices of the slots' weights in `model.trainable_variables` and of their masks in
+    `model.non_trainable_variables`."""
+    trainable = {id(v): k for k, v in enumerate(model.trainable_variables)}
+    non_trainable = {id(v): k for k, v in enumerate(model.non_trainable_variables)}
+    t_index, m_index = [], []
+    for wrapper, i in slots:
+        weight = wrapper.pruned_weights[i]
+        if id(weight) not in trainable:
+            raise ValueError(
+                f"Pruned weight {weight.path!r} is not trainable; it cannot be scored."
+            )
+        t_index.append(trainable[id(weight)])
+        m_index.append(non_trainable[id(wrapper.masks[i])])
+    return t_index, m_index
+
+
+def _abs_if_float(variable):
+    value = ops.convert_to_tensor(variable)
+    return ops.abs(value) if keras.backend.is_float_dtype(variable.dtype) else value
+
+
+def _batches(x, y, batch_size):
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"x and y must be non-empty and equally long; got {len(x)} and {len(y)}.")
+    for start in range(0, len(x), batch_size):
+        yield (
+            ops.convert_to_tensor(x[start : start + batch_size]),
+            ops.convert_to_tensor(y[start : start + batch_size]),
+        )

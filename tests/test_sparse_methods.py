@@ -1,0 +1,195 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cka_sr import pruning, sparse, sparse_training
+from tests import sparse_oracle
+
+
+def mlp(d=5, h=7, c=3, seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((d,))
+    x = keras.layers.Dense(h, activation="relu", bias_initializer="random_normal")(inp)
+    out = keras.layers.Dense(c, bias_initializer="random_normal")(x)
+    return pruning.prune_low_magnitude(keras.Model(inp, out), sparse_training.StaticMask(0.5))
+
+
+def weights(model):
+    (w1, b1), (w2, b2) = (
+        [ops.convert_to_numpy(v).astype(np.float64) for v in wrapper.layer.weights]
+        for wrapper in pruning.collect_prunable_layers(model)
+    )
+    return w1, b1, w2, b2
+
+
+def data(n=12, d=5, c=3, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, c, n).astype("int32")
+
+
+def masks(model):
+    return [
+        ops.convert_to_numpy(m) for w in pruning.collect_prunable_layers(model) for m in w.masks
+    ]
+
+
+# --- allocation: exact counts -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95, 0.98, 0.993])
+@pytest.mark.parametrize("distribution", ["uniform", "erk"])
+@pytest.mark.parametrize("keep_dense", [(), (0, 3)])
+def test_allocation_keeps_exactly_the_global_target(sparsity, distribution, keep_dense):
+    shapes = [(3, 3, 1, 6), (5, 5, 6, 16), (400, 120), (120, 10)]
+    sizes = [int(np.prod(s)) for s in shapes]
+    if keep_dense and sum(sizes[i] for i in keep_dense) > (1 - sparsity) * sum(sizes):
+        with pytest.raises(ValueError, match="dense"):
+            sparse.layer_densities(shapes, sparsity, distribution, keep_dense)
+        return
+    densities = sparse.layer_densities(shapes, sparsity, distribution, keep_dense)
+    counts = sparse.kept_counts(sizes, densities)
+    assert sum(counts) == sparse.total_kept(sizes, sparsity)
+    assert all(1 <= k <= n for k, n in zip(counts, sizes))
+    assert all(counts[i] == sizes[i] for i in keep_dense)
+    scores = [np.random.default_rng(i).random(s) for i, s in enumerate(shapes)]
+    for allocation in sparse.ALLOCATIONS:
+        kept = sparse.masks_from_scores(scores, sparsity, allocation, keep_dense)
+        assert sum(int(m.sum()) for m in kept) == sparse.total_kept(sizes, sparsity)
+
+
+def test_global_allocation_keeps_the_top_scores_over_all_layers():
+    scores = [np.array([[5.0, 1.0], [0.5, 4.0]]), np.array([3.0, 2.0, 0.1, 6.0])]
+    kept = sparse.masks_from_scores(scores, 0.5, "global")
+    np.testing.assert_array_equal(kept[0], [[1, 0], [0, 1]])
+    np.testing.assert_array_equal(kept[1], [1, 0, 0, 1])
+    kept = sparse.masks_from_scores(scores, 0.5, "uniform")
+    np.testing.assert_array_equal(kept[0], [[1, 0], [0, 1]])
+    np.testing.assert_array_equal(kept[1], [1, 0, 0, 1])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sparse.masks_from_scores([np.array([np.inf, 1.0])], 0.5)
+
+
+# --- scores against the NumPy oracle ------------------------------------------------------
+
+
+def test_snip_scores_match_the_numpy_oracle():
+    model, (x, y) = mlp(), data()
+    expected = sparse_oracle.snip(x.astype(np.float64), y, *weights(model))
+    for got, want in zip(sparse.snip_scores(model, x, y), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7 * np.abs(want).max())
+
+
+def test_snip_scores_sum_over_batches():
+    model, (x, y) = mlp(), data(n=12)
+    whole = sparse.snip_scores(model, x, y, batch_size=12)
+    w = weights(model)
+    g = [
+        sum(parts)
+        for parts in zip(
+            sparse_oracle.gradient(x[:6].astype(np.float64), y[:6], *w),
+            sparse_oracle.gradient(x[6:].astype(np.float64), y[6:], *w),
+        )
+    ]
+    halves = sparse.snip_scores(model, x, y, batch_size=6)
+    for got, grad, kernel in zip(halves, g, (w[0], w[2])):
+        np.testing.assert_allclose(got, np.abs(grad * kernel), rtol=1e-4, atol=1e-8)
+    assert not all(np.allclose(a, b) for a, b in zip(whole, halves))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 200.0])
+def test_grasp_scores_match_the_numpy_oracle(temperature):
+    model, (x, y) = mlp(), data()
+    expected = sparse_oracle.grasp(x.astype(np.float64), y, *weights(model), temperature)
+    for got, want in zip(sparse.grasp_scores(model, x, y, temperature=temperature), expected):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max())
+
+
+def test_synflow_scores_match_the_numpy_oracle():
+    model = mlp()
+    for got, want in zip(sparse.synflow_scores(model), sparse_oracle.synflow(*weights(model))):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# --- pruning at initialization ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", sparse.INIT_METHODS)
+def test_each_method_keeps_the_exact_count_and_masks_the_weights(method):
+    model, (x, y) = mlp(d=20, h=30), data(d=20)
+    sparse.prune_at_initialization(model, method, 0.9, x, y, rounds=5)
+    kept = masks(model)
+    assert sum(int(m.sum()) for m in kept) == round(0.1 * (20 * 30 + 30 * 3))
+    for wrapper in pruning.collect_prunable_layers(model):
+        kernel = ops.convert_to_numpy(wrapper.layer.kernel)
+        assert np.all(kernel[ops.convert_to_numpy(wrapper.masks[0]) == 0] == 0)
+
+
+def test_synflow_with_one_round_is_the_global_top_of_its_scores():
+    model = mlp(d=20, h=30)
+    expected = sparse.masks_from_scores(sparse.synflow_scores(model), 0.8, "global")
+    sparse.prune_at_initialization(model, "synflow", 0.8, rounds=1)
+    for got, want in zip(masks(model), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_iterative_synflow_masks_only_lose_weights_and_avoid_layer_collapse():
+    model = mlp(d=20, h=30)
+    sparse.prune_at_initialization(model, "synflow", 0.99, rounds=20)
+    kept = masks(model)
+    assert sum(int(m.sum()) for m in kept) == round(0.01 * 690)
+    assert all(m.sum() > 0 for m in kept)  # SynFlow's point: no layer is cut off
+
+
+def test_keep_first_last_dense():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((20,))
+    x = keras.layers.Dense(30, activation="relu")(inp)
+    x = keras.layers.Dense(30, activation="relu")(x)
+    model = keras.Model(inp, keras.layers.Dense(3)(x))
+    model = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.5))
+    x, y = data(d=20)
+    densities = sparse.prune_at_initialization(model, "snip", 0.5, x, y, keep_first_last_dense=True)
+    first, middle, last = densities.values()
+    assert first == last == 1.0 and middle == (795 - 600 - 90) / 900  # round(0.5 * 1590) kept
+    with pytest.raises(ValueError, match="dense"):
+        sparse.prune_at_initialization(model, "snip", 0.9, x, y, keep_first_last_dense=True)
+
+
+def test_rescale_divides_kept_weights_by_the_root_of_the_density():
+    model = mlp(d=20, h=30)
+    before = [ops.convert_to_numpy(w.layer.kernel) for w in pruning.collect_prunable_layers(model)]
+    densities = sparse.prune_at_initialization(model, "random", 0.75, rescale=True, seed=3)
+    for wrapper, old, density in zip(
+        pruning.collect_prunable_layers(model), before, densities.values()
+    ):
+        mask = ops.convert_to_numpy(wrapper.masks[0]).astype(bool)
+        new = ops.convert_to_numpy(wrapper.layer.kernel)
+        np.testing.assert_allclose(new[mask], old[mask] / np.sqrt(density), rtol=1e-6)
+        assert np.all(new[~mask] == 0)
+
+
+def test_static_masks_never_change_in_training():
+    model, (x, y) = mlp(d=20, h=30), data(n=64, d=20)
+    sparse.prune_at_initialization(model, "grasp", 0.9, x, y)
+    before = masks(model)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    for a, b in zip(before, masks(model)):
+        np.testing.assert_array_equal(a, b)
+    for wrapper, mask in zip(pruning.collect_prunable_layers(model), before):
+        assert np.all(ops.convert_to_numpy(wrapper.layer.kernel)[mask == 0] == 0)
+
+
+def test_bad_arguments():
+    model, (x, y) = mlp(), data()
+    with pytest.raises(ValueError, match="method"):
+        sparse.prune_at_initialization(model, "lottery", 0.5)
+    with pytest.raises(ValueError, match="pass x and y"):
+        sparse.prune_at_initialization(model, "snip", 0.5)
+    with pytest.raises(ValueError, match="allocation"):
+        sparse.prune_at_initialization(model, "snip", 0.5, x, y, allocation="layer")
+    with pytest.raises(ValueError, match="sparsity"):
+        sparse.prune_at_initialization(model, "snip", 1.0, x, y)
+    with pytest.raises(ValueError, match="no pruned weights"):
+        sparse.prune_at_initialization(keras.Sequential([keras.Input((3,))]), "random", 0.5)
