@@ -193,3 +193,184 @@ def test_bad_arguments():
         sparse.prune_at_initialization(model, "snip", 1.0, x, y)
     with pytest.raises(ValueError, match="no pruned weights"):
         sparse.prune_at_initialization(keras.Sequential([keras.Input((3,))]), "random", 0.5)
+
+
+# --- dynamic sparse training (SET, RigL) --------------------------------------------------
+
+
+def test_drop_and_grow_drops_the_smallest_and_grows_the_highest_scores():
+    weight = np.array([0.0, 0.5, -0.1, 0.0, 2.0, 0.0])
+    mask = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    scores = np.array([0.3, 9.0, 0.2, 0.9, 9.0, 0.1])
+    new = sparse.dynamic.drop_and_grow(weight, mask, 1, scores)
+    np.testing.assert_array_equal(new, [0, 1, 0, 1, 1, 0])  # -0.1 dropped, index 3 grown
+    regrown = sparse.dynamic.drop_and_grow(weight, mask, 1, np.array([0, 0, 5.0, 0, 0, 0]))
+    np.testing.assert_array_equal(regrown, mask)  # a just-dropped entry may grow back
+
+
+def test_rigl_dense_gradient_is_the_gradient_at_the_masked_weights():
+    model, (x, y) = mlp(), data()
+    sparse.prune_at_initialization(model, "random", 0.5, seed=2)
+    w1, b1, w2, b2 = weights(model)  # stored kernels are masked
+    expected = sparse_oracle.gradient(x.astype(np.float64), y, w1, b1, w2, b2)
+    for got, want in zip(sparse.dense_gradients(model, x, y), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+        assert np.count_nonzero(got) > np.count_nonzero(masks(model)[0]) // 2
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_set_and_rigl_keep_each_layers_count_and_grow_from_zero(method):
+    model, (x, y) = mlp(d=20, h=30), data(n=64, d=20)
+    sparse.prune_at_initialization(model, "random", 0.8, seed=0)
+    counts = [m.sum() for m in masks(model)]
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = sparse.DynamicSparsity(method, update_frequency=2, end_step=15, x=x, y=y, seed=1)
+    history = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            history.append(masks(self.model))
+
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep(), callback, Record()],
+    )
+    assert [step for step, _ in callback.updates] == [2, 4, 6, 8, 10, 12, 14]
+    first, last = callback.updates[0][1], callback.updates[-1][1]
+    assert all(c > 0 for c in first) and all(a >= b for a, b in zip(first, last))
+    for snapshot in history:
+        assert [m.sum() for m in snapshot] == counts
+    changed = [np.sum(a != b) for a, b in zip(history[0], history[-1])]
+    assert all(c > 0 for c in changed)
+    for wrapper in pruning.collect_prunable_layers(model):
+        kernel = ops.convert_to_numpy(wrapper.layer.kernel)
+        assert np.all(kernel[ops.convert_to_numpy(wrapper.masks[0]) == 0] == 0)
+
+
+def test_grown_weights_start_at_zero():
+    model = mlp(d=20, h=30)
+    sparse.prune_at_initialization(model, "random", 0.8, seed=0)
+    before = masks(model)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = sparse.DynamicSparsity("set", update_frequency=1, end_step=100, seed=0)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.update(1)
+    for wrapper, old in zip(pruning.collect_prunable_layers(model), before):
+        new = ops.convert_to_numpy(wrapper.masks[0])
+        grown = (new > 0) & (old == 0)
+        assert grown.any()
+        assert np.all(ops.convert_to_numpy(wrapper.layer.kernel)[grown] == 0)
+
+
+def test_cosine_decay_of_the_update_fraction():
+    callback = sparse.DynamicSparsity("set", drop_fraction=0.4, end_step=100)
+    callback._end = 100
+    assert callback.fraction(0) == pytest.approx(0.4)
+    assert callback.fraction(50) == pytest.approx(0.2)
+    assert callback.fraction(100) == pytest.approx(0.0)
+
+
+def test_dynamic_sparsity_arguments():
+    with pytest.raises(ValueError, match="pass x and y"):
+        sparse.DynamicSparsity("rigl")
+    with pytest.raises(ValueError, match="method"):
+        sparse.DynamicSparsity("deepr")
+    with pytest.raises(ValueError, match="drop_fraction"):
+        sparse.DynamicSparsity("set", drop_fraction=0.0)
+
+
+# --- lottery tickets ----------------------------------------------------------------------
+
+
+def _lth_train(epochs=1, log=None):
+    def train(model, round_index, callbacks):
+        model.compile(
+            keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        )
+        x, y = data(n=64, d=20)
+        keras.utils.set_random_seed(round_index)  # a resumed round shuffles alike
+        if log is not None:
+            log.append((round_index, sparse.lottery.model_weights(model)))
+        model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=epochs,
+            verbose=0,
+            callbacks=[pruning.UpdatePruningStep(), *callbacks],
+        )
+
+    return train
+
+
+@pytest.mark.parametrize("rewind_step", [0, 3])
+def test_lottery_ticket_rewinds_exactly_to_the_saved_weights(rewind_step):
+    model = mlp(d=20, h=30)
+    log = []
+    saved = []
+
+    class Spy(sparse.lottery.RewindPoint):
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            saved.extend(self.weights)
+
+    original = sparse.lottery.RewindPoint
+    sparse.lottery.RewindPoint = Spy
+    try:
+        summaries = sparse.lottery_ticket(
+            model, _lth_train(log=log), 0.9, rounds=2, rewind_step=rewind_step
+        )
+    finally:
+        sparse.lottery.RewindPoint = original
+    assert [round(s["sparsity"], 4) for s in summaries] == [
+        0.0,
+        round(1 - round(np.sqrt(0.1) * 690) / 690, 4),
+        round(1 - 69 / 690, 4),
+    ]
+    for _, start in log[1:]:  # every weight is the saved one, or pruned to 0
+        for value, rewound in zip(start, saved, strict=True):
+            assert np.all((value == rewound) | (value == 0)) and np.any(value == rewound)
+    if rewind_step == 0:
+        for value, rewound in zip(log[0][1], saved, strict=True):
+            np.testing.assert_array_equal(value, rewound)
+
+
+def test_lottery_ticket_resumes_after_the_last_finished_round(tmp_path):
+    uninterrupted = mlp(d=20, h=30)
+    sparse.lottery_ticket(uninterrupted, _lth_train(), 0.9, rounds=2, checkpoint_dir=None)
+
+    class Stop(Exception):
+        pass
+
+    def failing(model, round_index, callbacks):
+        if round_index == 2:
+            raise Stop
+        _lth_train()(model, round_index, callbacks)
+
+    interrupted = mlp(d=20, h=30)
+    with pytest.raises(Stop):
+        sparse.lottery_ticket(interrupted, failing, 0.9, rounds=2, checkpoint_dir=str(tmp_path))
+    rounds_run = []
+
+    def counting(model, round_index, callbacks):
+        rounds_run.append(round_index)
+        _lth_train()(model, round_index, callbacks)
+
+    resumed = mlp(d=20, h=30)
+    summaries = sparse.lottery_ticket(
+        resumed, counting, 0.9, rounds=2, checkpoint_dir=str(tmp_path)
+    )
+    assert rounds_run == [2] and [s["round"] for s in summaries] == [0, 1, 2]
+    for a, b in zip(masks(uninterrupted), masks(resumed)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(
+        sparse.lottery.model_weights(uninterrupted),
+        sparse.lottery.model_weights(resumed),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

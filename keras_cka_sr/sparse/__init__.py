@@ -2,6 +2,7 @@
 pruning at initialization (SNIP, GraSP, SynFlow, random, magnitude), lottery tickets
 (iterative magnitude pruning with rewinding) and dynamic sparse training (SET, RigL)."""
 
+from keras_cka_sr.sparse import dynamic, lottery
 from keras_cka_sr.sparse.allocation import (
     ALLOCATIONS,
     erk_densities,
@@ -10,9 +11,12 @@ from keras_cka_sr.sparse.allocation import (
     masks_from_scores,
     total_kept,
 )
+from keras_cka_sr.sparse.dynamic import DynamicSparsity
 from keras_cka_sr.sparse.init_pruning import METHODS as INIT_METHODS
 from keras_cka_sr.sparse.init_pruning import prune_at_initialization
+from keras_cka_sr.sparse.lottery import lottery_ticket
 from keras_cka_sr.sparse.scores import (
+    dense_gradients,
     grasp_scores,
     magnitude_scores,
     snip_scores,
@@ -21,6 +25,11 @@ from keras_cka_sr.sparse.scores import (
 
 __all__ = [
     "ALLOCATIONS",
+    "DynamicSparsity",
+    "dense_gradients",
+    "dynamic",
+    "lottery",
+    "lottery_ticket",
     "INIT_METHODS",
     "erk_densities",
     "grasp_scores",

@@ -86,6 +86,13 @@ def synflow_scores(model: keras.Model) -> list[np.ndarray]:
     return [ops.convert_to_numpy(g).astype(np.float64) * w for g, w in zip(grads, weights)]
 
 
+def dense_gradients(model, x, y, loss=None) -> list[np.ndarray]:
+    """d loss / d (weight * mask) on (x, y) at every entry, pruned ones included (RigL)."""
+    closure = _LossClosure(model, loss)
+    with scoring(closure.slots):
+        return closure.summed_gradients(x, y, len(x), temperature=1.0)
+
+
 class _LossClosure:
     """The task loss as a function of the effective pruned weights (masks set to ones, so
     that pruned entries get their dense gradient), other variables fixed."""
