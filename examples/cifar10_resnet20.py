@@ -34,8 +34,8 @@ def main(argv=None):
         )
         result = experiment.run(config, data)
         print(
-            f"beta={beta:g}: test accuracy {result['test_accuracy']:.4f}, "
-            f"sparsity {result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}"
+            f"beta={beta:g}: test accuracy {result.test_accuracy:.4f}, "
+            f"sparsity {result.sparsity:.4f}, mean CKA {result.cka_mean:.3f}"
         )
 
 

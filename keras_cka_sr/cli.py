@@ -42,15 +42,15 @@ def build_parser():
         help="train sparse models with and without CKA-SR and compare them",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from keras_cka_sr import datasets, experiment, zoo
+    from keras_cka_sr import datasets, experiment, recipes, sparse, zoo
 
     positive = _typed(check_int, minimum=1)
-    train.add_argument("--dataset", default="mnist5k", choices=datasets.NAMES)
+    train.add_argument("--dataset", default="mnist5k", choices=datasets.DATASETS.names())
     train.add_argument(
         "--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)"
     )
-    train.add_argument("--model", default="lenet5", choices=zoo.NAMES)
-    train.add_argument("--method", nargs="+", default=["gmp"], choices=experiment.METHODS)
+    train.add_argument("--model", default="lenet5", choices=zoo.MODELS.names())
+    train.add_argument("--method", nargs="+", default=["gmp"], choices=experiment.METHODS.names())
     train.add_argument(
         "--sparsity",
         nargs="+",
@@ -85,7 +85,49 @@ def build_parser():
         "--no-rescale",
         dest="rescale",
         action="store_false",
-        help="rst: keep the unscaled initialization (default: kept weights x 1/sqrt(density))",
+        help="masks set at initialization (rst, snip, grasp, synflow, set, rigl): keep the "
+        "unscaled initialization (default: kept weights x 1/sqrt(layer density))",
+    )
+    train.add_argument(
+        "--allocation",
+        default="default",
+        choices=("default",) + sparse.ALLOCATIONS,
+        help="layer-wise density: default = erk for rst/set/rigl, global for snip/grasp/synflow/lth",
+    )
+    train.add_argument(
+        "--keep-first-last-dense",
+        action="store_true",
+        help="leave the first and last pruned layer dense",
+    )
+    train.add_argument(
+        "--score-samples",
+        type=positive,
+        default=256,
+        help="snip, grasp: training samples the scores are computed on",
+    )
+    train.add_argument(
+        "--synflow-rounds", type=positive, default=100, help="synflow: pruning rounds"
+    )
+    train.add_argument(
+        "--dst-every", type=positive, default=50, help="set, rigl: steps between mask updates"
+    )
+    train.add_argument(
+        "--drop-fraction",
+        type=_typed(check_float, minimum=0.0, maximum=1.0, min_inclusive=False),
+        default=0.3,
+        help="set, rigl: share of active weights updated at first (cosine decay to 0 at 75%%)",
+    )
+    train.add_argument(
+        "--lth-rounds",
+        type=positive,
+        default=3,
+        help="lth: pruning rounds (each trains --epochs epochs; one dense round first)",
+    )
+    train.add_argument(
+        "--lth-rewind",
+        type=_typed(check_int, minimum=0),
+        default=0,
+        help="lth: rewind to the weights after this many steps of the first round",
     )
     train.add_argument(
         "--compare", action="store_true", help="also run beta=0 (the baseline) for each setting"
@@ -100,10 +142,38 @@ def build_parser():
     train.add_argument("--epochs", type=positive, default=10)
     train.add_argument("--batch-size", type=positive, default=64)
     train.add_argument(
+        "--recipe",
+        default="none",
+        choices=("none", "paper"),
+        help="paper: --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4 "
+        "--lr-schedule cosine (flags given explicitly win)",
+    )
+    train.add_argument(
+        "--optimizer", default=None, choices=recipes.OPTIMIZERS, help="default: adam"
+    )
+    train.add_argument(
         "--lr",
         type=_typed(check_float, minimum=0.0, min_inclusive=False),
-        default=1e-3,
-        help="Adam learning rate",
+        default=None,
+        help="learning rate (default: 1e-3)",
+    )
+    train.add_argument(
+        "--momentum",
+        type=_typed(check_float, minimum=0.0, maximum=1.0, max_inclusive=False),
+        default=None,
+        help="sgd momentum (default: 0.9)",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=_typed(check_float, minimum=0.0),
+        default=None,
+        help="coupled L2 weight decay, PyTorch's weight_decay (default: 0)",
+    )
+    train.add_argument(
+        "--lr-schedule",
+        default=None,
+        choices=recipes.LR_SCHEDULES,
+        help="default: constant; step = x0.1 at 50%% and 75%% of the steps",
     )
     train.add_argument(
         "--subset",
@@ -254,7 +324,7 @@ def train(args):
         flush=True,
     )
     finished = _finished_runs(args.output) if args.resume else {}
-    results = []
+    results, skipped, last_model = [], 0, None
     start = time.time()
     for config in configs:
         previous = finished.get(_run_key(dataclasses.asdict(config)))
@@ -264,14 +334,17 @@ def train(args):
                 f"seed={config.seed}: finished in {args.output}, skipped",
                 flush=True,
             )
-            results.append(dict(previous, model=None))
+            results.append(previous)
+            skipped += 1
             continue
         print(
             f"\n== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
             f"seed={config.seed}",
             flush=True,
         )
-        result = experiment.run(config, data)
+        outcome = experiment.run(config, data)
+        last_model = outcome.model
+        result = outcome.to_dict()
         warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
         if math.isfinite(result["cka_grad_ratio_max"]):
             warning = f", penalty/task gradient <= {result['cka_grad_ratio_max']:.2g}" + warning
@@ -286,7 +359,6 @@ def train(args):
             _write_results(args.output, args.dataset, keras.backend.backend(), results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
-    skipped = sum(r["model"] is None for r in results)
     read = f" ({skipped} read from {args.output})" if skipped else ""
     print(
         f"\n{len(results)} runs{read} in {time.time() - start:.0f}s on backend "
@@ -294,12 +366,12 @@ def train(args):
     )
     if args.output:
         print(f"results: {args.output}")
-    last = results[-1]["model"]  # --resume excludes --save/--export: this run trained
+    # --resume excludes --save/--export, so the last run trained here.
     if args.save:
-        last.save(args.save)
+        last_model.save(args.save)
         print(f"saved: {args.save}")
     if args.export:
-        last.export(args.export, format="tf_saved_model", verbose=False)
+        last_model.export(args.export, format="tf_saved_model", verbose=False)
         print(f"exported: {args.export}")
     if args.plots:
         from keras_cka_sr import plots
@@ -318,8 +390,13 @@ def train(args):
 
 
 def _run_key(config):
-    """A run's identity: its configuration without the console verbosity."""
-    return json.dumps({k: v for k, v in config.items() if k != "verbose"}, sort_keys=True)
+    """A run's identity: its configuration without the console verbosity. Fields a
+    result file predates count at their defaults, so older studies resume."""
+    from keras_cka_sr import experiment
+
+    full = {f.name: f.default for f in dataclasses.fields(experiment.RunConfig)}
+    full.update(config)
+    return json.dumps({k: v for k, v in full.items() if k != "verbose"}, sort_keys=True)
 
 
 def _finished_runs(path):
@@ -333,9 +410,15 @@ def _finished_runs(path):
 
 def _configs(args):
     """Every run's `RunConfig`, in run order; invalid values raise before any training."""
-    from keras_cka_sr import experiment
+    from keras_cka_sr import experiment, recipes
 
     betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
+    preset = recipes.PAPER if args.recipe == "paper" else {}
+    defaults = {f.name: f.default for f in dataclasses.fields(experiment.RunConfig)}
+
+    def recipe(key, given):
+        return given if given is not None else preset.get(key, defaults[key])
+
     configs = []
     try:
         for method in args.method:
@@ -354,7 +437,19 @@ def _configs(args):
                                 rescale=args.rescale,
                                 epochs=args.epochs,
                                 batch_size=args.batch_size,
-                                learning_rate=args.lr,
+                                learning_rate=recipe("learning_rate", args.lr),
+                                optimizer=recipe("optimizer", args.optimizer),
+                                momentum=recipe("momentum", args.momentum),
+                                weight_decay=recipe("weight_decay", args.weight_decay),
+                                lr_schedule=recipe("lr_schedule", args.lr_schedule),
+                                allocation=args.allocation,
+                                keep_first_last_dense=args.keep_first_last_dense,
+                                score_samples=args.score_samples,
+                                synflow_rounds=args.synflow_rounds,
+                                dst_every=args.dst_every,
+                                drop_fraction=args.drop_fraction,
+                                lth_rounds=args.lth_rounds,
+                                lth_rewind=args.lth_rewind,
                                 seed=seed,
                                 verbose=args.verbose,
                                 resnet_width=args.resnet_width,
@@ -416,7 +511,7 @@ def _write_results(path, dataset, backend, results):
         "dataset": dataset,
         "backend": backend,
         "summary": summarize(results),
-        "runs": [{k: v for k, v in r.items() if k != "model"} for r in results],
+        "runs": results,
     }
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:

@@ -19,8 +19,10 @@ import os
 import numpy as np
 
 from keras_cka_sr._validation import check_float, check_int
+from keras_cka_sr.registry import Registry
 
-NAMES = ("mnist5k", "digits", "mnist", "cifar10", "cifar100")
+# loader(data_dir, seed) -> ((x_train, y_train), (x_test, y_test), num_classes)
+DATASETS = Registry("dataset")
 
 
 @dataclasses.dataclass
@@ -57,19 +59,13 @@ def load(
     seed: int = 0,
     validation_fraction: float = 0.1,
 ) -> Dataset:
-    """Loads data set `name` (see `NAMES`) as a `Dataset`."""
-    if name not in NAMES:
-        raise ValueError(f"`name` must be one of {NAMES}; got {name!r}.")
+    """Loads data set `name` (see `DATASETS.names()`) as a `Dataset`."""
+    loader = DATASETS.get(name, "name")
     validation_fraction = check_float(
         "validation_fraction", validation_fraction, 0.0, 1.0, max_inclusive=False
     )
     seed = check_int("seed", seed, 0)
-    if name == "mnist5k":
-        (x_train, y_train), (x_test, y_test), classes = _mnist5k(seed)
-    elif name == "digits":
-        (x_train, y_train), (x_test, y_test), classes = _digits(seed)
-    else:
-        (x_train, y_train), (x_test, y_test), classes = _tfds(name, data_dir)
+    (x_train, y_train), (x_test, y_test), classes = loader(data_dir, seed)
     rng = np.random.default_rng(seed + 1)
     order = rng.permutation(len(x_train))
     n_val = int(round(len(x_train) * validation_fraction))
@@ -99,7 +95,8 @@ def _split(x, y, n_test, seed):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def _mnist5k(seed):
+@DATASETS.register("mnist5k")
+def _mnist5k(data_dir, seed):
     with gzip.open(mnist5k_path(), "rt") as handle:
         rows = handle.read().split()
     table = np.array([row.split(",") for row in rows], dtype=np.float32)
@@ -112,7 +109,8 @@ def _mnist5k(seed):
     return (*_split(x, y, 1000, seed), 10)
 
 
-def _digits(seed):
+@DATASETS.register("digits")
+def _digits(data_dir, seed):
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
@@ -123,6 +121,21 @@ def _digits(seed):
     x = (digits.images / 16.0).reshape(-1, 8, 8, 1).astype("float32")
     y = digits.target.astype("int32")
     return (*_split(x, y, int(round(0.2 * len(x))), seed), 10)
+
+
+@DATASETS.register("mnist")
+def _mnist(data_dir, seed):
+    return _tfds("mnist", data_dir)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(data_dir, seed):
+    return _tfds("cifar10", data_dir)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(data_dir, seed):
+    return _tfds("cifar100", data_dir)
 
 
 def _tfds(name, data_dir):
@@ -158,3 +171,6 @@ def _tfds(name, data_dir):
         (scale(x_test), np.asarray(y_test, np.int32)),
         classes,
     )
+
+
+NAMES = DATASETS.names()  # the built-in data sets; DATASETS.names() includes registered ones

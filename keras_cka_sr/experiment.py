@@ -8,13 +8,17 @@ import time
 import keras
 import numpy as np
 
-from keras_cka_sr import cka, pruning, sparse_training, zoo
+from keras_cka_sr import cka, pruning, recipes, sparse, sparse_training, zoo
 from keras_cka_sr._validation import check_bool, check_float, check_int
 from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
+from keras_cka_sr.registry import Registry
 
-METHODS = ("dense", "rst", "gmp", "oneshot")
+# method(config, data, base_model, train) -> the trained model; `train(model, epochs,
+# initial_epoch=0, callbacks=())` compiles a fresh optimizer and fits (with CKA-SR when
+# config.cka_weight > 0). See the built-in methods at the end of this module.
+METHODS = Registry("method")
 DISTRIBUTE = ("none", "mirrored", "data-parallel")
 _DISTRIBUTE_BACKEND = {"mirrored": "tensorflow", "data-parallel": "jax"}
 
@@ -34,6 +38,18 @@ class RunConfig:
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    allocation: str = "default"
+    keep_first_last_dense: bool = False
+    score_samples: int = 256
+    synflow_rounds: int = 100
+    dst_every: int = 50
+    drop_fraction: float = 0.3
+    lth_rounds: int = 3
+    lth_rewind: int = 0
     seed: int = 0
     probe_size: int = 256
     resnet_width: int = 16
@@ -41,10 +57,9 @@ class RunConfig:
     distribute: str = "none"
 
     def __post_init__(self):
-        if self.model not in zoo.NAMES:
-            raise ValueError(f"`model` must be one of {zoo.NAMES}; got {self.model!r}.")
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}; got {self.method!r}.")
+        if self.model not in zoo.MODELS:
+            raise ValueError(f"`model` must be one of {zoo.MODELS.names()}; got {self.model!r}.")
+        METHODS.get(self.method)  # a ValueError naming the methods there are
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"`distribute` must be one of {DISTRIBUTE}; got {self.distribute!r}.")
         if self.method == "dense":
@@ -68,6 +83,30 @@ class RunConfig:
         self.learning_rate = check_float(
             "learning_rate", self.learning_rate, 0.0, min_inclusive=False
         )
+        if self.optimizer not in recipes.OPTIMIZERS:
+            raise ValueError(
+                f"`optimizer` must be one of {recipes.OPTIMIZERS}; got {self.optimizer!r}."
+            )
+        if self.lr_schedule not in recipes.LR_SCHEDULES:
+            raise ValueError(
+                f"`lr_schedule` must be one of {recipes.LR_SCHEDULES}; got {self.lr_schedule!r}."
+            )
+        self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, max_inclusive=False)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, 0.0)
+        if self.allocation not in ("default",) + sparse.ALLOCATIONS:
+            raise ValueError(
+                f"`allocation` must be 'default' or one of {sparse.ALLOCATIONS}; "
+                f"got {self.allocation!r}."
+            )
+        self.keep_first_last_dense = check_bool("keep_first_last_dense", self.keep_first_last_dense)
+        self.score_samples = check_int("score_samples", self.score_samples, 1)
+        self.synflow_rounds = check_int("synflow_rounds", self.synflow_rounds, 1)
+        self.dst_every = check_int("dst_every", self.dst_every, 1)
+        self.drop_fraction = check_float(
+            "drop_fraction", self.drop_fraction, 0.0, 1.0, min_inclusive=False
+        )
+        self.lth_rounds = check_int("lth_rounds", self.lth_rounds, 1)
+        self.lth_rewind = check_int("lth_rewind", self.lth_rewind, 0)
         self.seed = check_int("seed", self.seed, 0)
         self.probe_size = check_int("probe_size", self.probe_size, cka.min_samples(True))
         self.resnet_width = check_int("resnet_width", self.resnet_width, 1)
@@ -94,15 +133,61 @@ def check(config, data):
     model = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     zoo.tap_groups(model)
     _cka_loss(config)
-    _schedule(config, math.ceil(len(data.x_train) / config.batch_size))
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    recipes.optimizer(
+        config.optimizer,
+        config.learning_rate,
+        config.momentum,
+        config.lr_schedule,
+        steps_per_epoch * config.epochs,
+    )
+    if config.method == "lth" and config.lth_rewind > steps_per_epoch * config.epochs:
+        raise ValueError(
+            f"lth_rewind={config.lth_rewind} is past the {steps_per_epoch * config.epochs} "
+            "steps of a round."
+        )
+    if config.keep_first_last_dense and config.method != "dense":
+        shapes = [
+            w.shape
+            for layer in model.layers
+            if pruning.registry.has_prunable_rule(layer)
+            for w in pruning.registry.prunable_weights(layer)
+        ]
+        sparse.layer_densities(shapes, config.sparsity, "uniform", sorted({0, len(shapes) - 1}))
 
 
-def run(config, data):
-    """Trains as `config` says on `data` (a `datasets.Dataset`); returns a result dict.
+@dataclasses.dataclass
+class RunResult:
+    """What one run measured; `model` is the trained model (plain Keras, masks applied)."""
+
+    config: dict
+    test_accuracy: float
+    val_accuracy: float
+    sparsity: float
+    small_weight_share: float
+    cka_mean: float
+    cka_grad_ratio_max: float  # the largest penalty/task gradient ratio over kernels, epochs
+    cka_matrix: list
+    cka_layers: list
+    magnitude_histogram: dict
+    history: dict
+    finite: bool
+    seconds: float
+    model: keras.Model | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """Every field but the model (what the CLI writes as JSON)."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"
+        }
+
+
+def run(config, data) -> RunResult:
+    """Trains as `config` says on `data` (a `datasets.Dataset`).
 
     Training runs in the distribution's scope; the trained model is then copied into a
     plain single-device model (pruning wrappers stripped), which is evaluated, measured
-    and returned.
+    and returned in the result.
     """
     start = time.time()
     with _distribution_scope(config.distribute):
@@ -124,23 +209,22 @@ def run(config, data):
         and bool(np.all(np.isfinite(losses)))
         and all(np.all(np.isfinite(w)) for w in final.get_weights())
     )
-    return {
-        "config": dataclasses.asdict(config),
-        "test_accuracy": float(test_accuracy),
-        "val_accuracy": history.get("val_accuracy", [math.nan])[-1],
-        "sparsity": stats["sparsity"],
-        "small_weight_share": stats["small_weight_share"],
-        "cka_mean": monitor.mean_within_groups(matrix),
-        # The largest ratio of the penalty's gradient to the task's over kernels and epochs.
-        "cka_grad_ratio_max": max(history.get("cka_grad_ratio", [math.nan])),
-        "cka_matrix": matrix.tolist(),
-        "cka_layers": monitor.names,
-        "magnitude_histogram": _log_histogram(stats["magnitudes"]),
-        "history": history,
-        "finite": finite,
-        "seconds": time.time() - start,
-        "model": final,
-    }
+    return RunResult(
+        config=dataclasses.asdict(config),
+        test_accuracy=float(test_accuracy),
+        val_accuracy=history.get("val_accuracy", [math.nan])[-1],
+        sparsity=stats["sparsity"],
+        small_weight_share=stats["small_weight_share"],
+        cka_mean=monitor.mean_within_groups(matrix),
+        cka_grad_ratio_max=max(history.get("cka_grad_ratio", [math.nan])),
+        cka_matrix=matrix.tolist(),
+        cka_layers=monitor.names,
+        magnitude_histogram=_log_histogram(stats["magnitudes"]),
+        history=history,
+        finite=finite,
+        seconds=time.time() - start,
+        model=final,
+    )
 
 
 def _check_shardable(batch_size, sizes):
@@ -175,7 +259,8 @@ def _distribution_scope(distribute):
 
 
 def _train(config, data):
-    """Builds and trains the model; returns (trained model, CKAMonitor, history dict)."""
+    """Builds the model and trains it by `config.method`; returns (trained model,
+    CKAMonitor, history dict)."""
     keras.utils.set_random_seed(config.seed)
     base = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
     groups = zoo.tap_groups(base)
@@ -186,20 +271,27 @@ def _train(config, data):
     monitor = CKAMonitor(probe, groups)
     history = {}
 
-    def train(model, epochs, initial_epoch=0):
+    def train(model, epochs, initial_epoch=0, callbacks=()):
         trained = _with_cka(model, groups, config)
+        recipes.add_weight_decay(trained, config.weight_decay)
         trained.compile(
-            keras.optimizers.Adam(config.learning_rate),
+            recipes.optimizer(
+                config.optimizer,
+                config.learning_rate,
+                config.momentum,
+                config.lr_schedule,
+                steps_per_epoch * epochs,
+            ),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        callbacks = [keras.callbacks.TerminateOnNaN(), monitor]
+        all_callbacks = [keras.callbacks.TerminateOnNaN(), monitor, *callbacks]
         if pruning.collect_prunable_layers(model):
-            callbacks.insert(0, pruning.UpdatePruningStep())
+            all_callbacks.insert(0, pruning.UpdatePruningStep())
         loss = _cka_loss(config)
         if loss is not None and config.distribute == "none":
             size = min(64, len(data.x_train))
-            callbacks.append(
+            all_callbacks.append(
                 CKAGradientMonitor(data.x_train[:size], data.y_train[:size], groups, loss)
             )
         result = trained.fit(
@@ -209,28 +301,13 @@ def _train(config, data):
             batch_size=config.batch_size,
             epochs=initial_epoch + epochs,
             initial_epoch=initial_epoch,
-            callbacks=callbacks,
+            callbacks=all_callbacks,
             verbose=config.verbose,
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    if config.method == "dense":
-        model = base
-        train(model, config.epochs)
-    elif config.method in ("gmp", "rst"):
-        model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
-        if config.method == "rst":
-            sparse_training.set_random_masks(
-                model, config.sparsity, seed=config.seed, rescale=config.rescale
-            )
-        train(model, config.epochs)
-    else:  # oneshot: dense half, prune once at the first fine-tuning step, fine-tune
-        dense_epochs = config.epochs // 2
-        train(base, dense_epochs)
-        model = pruning.prune_low_magnitude(base, _schedule(config, steps_per_epoch))
-        train(model, config.epochs - dense_epochs, initial_epoch=dense_epochs)
-
+    model = METHODS.get(config.method)(config, data, base, train)
     return model, monitor, history
 
 
@@ -243,23 +320,6 @@ def _cka_loss(config):
         every_n_steps=config.cka_every,
         start_step=config.cka_start,
     )
-
-
-def _schedule(config, steps_per_epoch):
-    """The pruning schedule of `config.method` (None for dense)."""
-    if config.method == "gmp":
-        return pruning.PolynomialDecay(
-            0.0,
-            config.sparsity,
-            begin_step=0,
-            end_step=int(0.75 * steps_per_epoch * config.epochs),
-            frequency=max(1, steps_per_epoch // 4),
-        )
-    if config.method == "rst":
-        return sparse_training.StaticMask(config.sparsity)
-    if config.method == "oneshot":
-        return pruning.ConstantSparsity(config.sparsity, begin_step=1, end_step=1, frequency=1)
-    return None
 
 
 def _with_cka(model, groups, config):
@@ -276,3 +336,132 @@ def _log_histogram(magnitudes, low=-8, high=1, bins=45):
         "counts": counts.tolist(),
         "zeros": int(np.sum(magnitudes == 0)),
     }
+
+
+# --- the built-in methods -------------------------------------------------------------------
+
+
+def _allocation(config, default):
+    return default if config.allocation == "default" else config.allocation
+
+
+def _static(base, config):
+    return pruning.prune_low_magnitude(base, sparse_training.StaticMask(config.sparsity))
+
+
+@METHODS.register("dense")
+def _dense(config, data, base, train):
+    train(base, config.epochs)
+    return base
+
+
+@METHODS.register("gmp")
+def _gmp(config, data, base, train):
+    """Gradual magnitude pruning (Zhu & Gupta 2017): cubic schedule over the first 75% of
+    training, masks updated 4 times per epoch."""
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    schedule = pruning.PolynomialDecay(
+        0.0,
+        config.sparsity,
+        begin_step=0,
+        end_step=int(0.75 * steps_per_epoch * config.epochs),
+        frequency=max(1, steps_per_epoch // 4),
+    )
+    model = pruning.prune_low_magnitude(base, schedule)
+    train(model, config.epochs)
+    return model
+
+
+@METHODS.register("oneshot")
+def _oneshot(config, data, base, train):
+    """Dense for half the epochs, pruned once by magnitude, fine-tuned for the rest."""
+    dense_epochs = config.epochs // 2
+    train(base, dense_epochs)
+    schedule = pruning.ConstantSparsity(config.sparsity, begin_step=1, end_step=1, frequency=1)
+    model = pruning.prune_low_magnitude(base, schedule)
+    train(model, config.epochs - dense_epochs, initial_epoch=dense_epochs)
+    return model
+
+
+def _at_initialization(method):
+    def build(config, data, base, train):
+        model = _static(base, config)
+        n = min(config.score_samples, len(data.x_train))
+        sparse.prune_at_initialization(
+            model,
+            method,
+            config.sparsity,
+            data.x_train[:n],
+            data.y_train[:n],
+            allocation=_allocation(config, "erk" if method == "random" else "global"),
+            keep_first_last_dense=config.keep_first_last_dense,
+            rounds=config.synflow_rounds,
+            batch_size=config.batch_size,
+            rescale=config.rescale,
+            seed=config.seed,
+        )
+        train(model, config.epochs)
+        return model
+
+    build.__doc__ = f"Masks fixed at initialization by {method} scores, then training."
+    return build
+
+
+METHODS.register("rst")(_at_initialization("random"))
+METHODS.register("snip")(_at_initialization("snip"))
+METHODS.register("grasp")(_at_initialization("grasp"))
+METHODS.register("synflow")(_at_initialization("synflow"))
+
+
+def _dynamic(method):
+    def build(config, data, base, train):
+        model = _static(base, config)
+        sparse.prune_at_initialization(
+            model,
+            "random",
+            config.sparsity,
+            allocation=_allocation(config, "erk"),
+            keep_first_last_dense=config.keep_first_last_dense,
+            rescale=config.rescale,
+            seed=config.seed,
+        )
+        callback = sparse.DynamicSparsity(
+            method,
+            update_frequency=config.dst_every,
+            drop_fraction=config.drop_fraction,
+            x=data.x_train,
+            y=data.y_train,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        train(model, config.epochs, callbacks=[callback])
+        return model
+
+    build.__doc__ = f"Random ERK masks updated by {method.upper()} during training."
+    return build
+
+
+METHODS.register("set")(_dynamic("set"))
+METHODS.register("rigl")(_dynamic("rigl"))
+
+
+@METHODS.register("lth")
+def _lth(config, data, base, train):
+    """Lottery ticket: lth_rounds rounds of iterative magnitude pruning, each of `epochs`
+    epochs, rewinding to step lth_rewind (so lth_rounds + 1 times the training)."""
+    model = _static(base, config)
+
+    def train_round(model, round_index, callbacks):
+        keras.utils.set_random_seed(config.seed * 1000 + round_index)
+        train(model, config.epochs, callbacks=callbacks)
+
+    sparse.lottery_ticket(
+        model,
+        train_round,
+        config.sparsity,
+        rounds=config.lth_rounds,
+        rewind_step=config.lth_rewind,
+        allocation=_allocation(config, "global"),
+        keep_first_last_dense=config.keep_first_last_dense,
+    )
+    return model

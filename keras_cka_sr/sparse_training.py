@@ -16,12 +16,12 @@ import numpy as np
 from keras import ops
 
 from keras_cka_sr import _compat
-from keras_cka_sr._validation import check_bool, check_int, check_sparsity
+from keras_cka_sr._validation import check_sparsity
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude
-from keras_cka_sr.sparse import masking
-from keras_cka_sr.sparse.allocation import erk_densities, kept_counts, layer_densities
+from keras_cka_sr.sparse.allocation import erk_densities
+from keras_cka_sr.sparse.init_pruning import prune_at_initialization
 
 __all__ = ["StaticMask", "erk_densities", "kernel_stats", "set_random_masks"]
 
@@ -67,23 +67,15 @@ def set_random_masks(
     """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}; got {distribution!r}.")
-    sparsity = check_sparsity("sparsity", sparsity)
-    seed = check_int("seed", seed, 0)
-    rescale = check_bool("rescale", rescale)
-    keep_first_last_dense = check_bool("keep_first_last_dense", keep_first_last_dense)
-    slots = masking.pruned_slots(model)
-    shapes = [tuple(w.pruned_weights[i].shape) for w, i in slots]
-    densities = layer_densities(
-        shapes, sparsity, distribution, masking.edge_indices(slots, keep_first_last_dense)
+    return prune_at_initialization(
+        model,
+        "random",
+        sparsity,
+        allocation=distribution,
+        keep_first_last_dense=keep_first_last_dense,
+        rescale=rescale,
+        seed=seed,
     )
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    rng = np.random.default_rng(seed)
-    masks = []
-    for size, keep in zip(sizes, kept_counts(sizes, densities)):
-        mask = np.zeros(size, dtype="float32")
-        mask[rng.permutation(size)[:keep]] = 1.0
-        masks.append(mask)
-    return masking.assign_masks(slots, masks, rescale=rescale)
 
 
 def kernel_stats(model: keras.Model, small: float = 1e-3) -> dict:

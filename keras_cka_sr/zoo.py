@@ -13,23 +13,41 @@
 import keras
 from keras import layers
 
-NAMES = ("lenet5", "resnet20", "resnet32", "mlp")
+from keras_cka_sr.registry import Registry
+
+MODELS = Registry("model")  # builder(input_shape, num_classes, width) -> keras.Model
 
 
 def build(name: str, input_shape: tuple, num_classes: int, resnet_width: int = 16) -> keras.Model:
-    """The model `name` (see `NAMES`) for inputs of `input_shape` and `num_classes`.
+    """The model `name` (see `MODELS.names()`) for inputs of `input_shape` and `num_classes`.
 
     `resnet_width` is the first stage's filter count of the ResNets (16 in the paper;
-    the stages have width, 2 width, 4 width).
+    the stages have width, 2 width, 4 width); the other models do not use it.
     """
-    if name == "lenet5":
-        return lenet5(input_shape, num_classes)
-    if name == "mlp":
-        return mlp(input_shape, num_classes)
-    if name in ("resnet20", "resnet32"):
-        widths = (resnet_width, 2 * resnet_width, 4 * resnet_width)
-        return cifar_resnet(int(name[len("resnet") :]), input_shape, num_classes, widths)
-    raise ValueError(f"`name` must be one of {NAMES}; got {name!r}.")
+    return MODELS.get(name, "name")(tuple(input_shape), num_classes, resnet_width)
+
+
+@MODELS.register("lenet5")
+def _lenet5(input_shape, num_classes, width):
+    return lenet5(input_shape, num_classes)
+
+
+@MODELS.register("resnet20")
+def _resnet20(input_shape, num_classes, width):
+    return cifar_resnet(20, input_shape, num_classes, (width, 2 * width, 4 * width))
+
+
+@MODELS.register("resnet32")
+def _resnet32(input_shape, num_classes, width):
+    return cifar_resnet(32, input_shape, num_classes, (width, 2 * width, 4 * width))
+
+
+@MODELS.register("mlp")
+def _mlp(input_shape, num_classes, width):
+    return mlp(input_shape, num_classes)
+
+
+NAMES = MODELS.names()  # the built-in models; MODELS.names() includes registered ones
 
 
 def tap_groups(model: keras.Model) -> list[list[str]]:

@@ -12,6 +12,19 @@ METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
 _NEEDS_DATA = ("snip", "grasp")
 
 
+def random_masks(shapes, sparsity, seed=0, distribution="erk", keep_dense=()) -> list[np.ndarray]:
+    """Random 0/1 masks with exactly `kept_counts` ones per layer (`uniform`/`erk`)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    densities = alloc.layer_densities(shapes, sparsity, distribution, keep_dense)
+    rng = np.random.default_rng(seed)
+    masks = []
+    for shape, size, keep in zip(shapes, sizes, alloc.kept_counts(sizes, densities)):
+        mask = np.zeros(size, dtype="float32")
+        mask[rng.permutation(size)[:keep]] = 1.0
+        masks.append(mask.reshape(shape))
+    return masks
+
+
 def prune_at_initialization(
     model: keras.Model,
     method: str,
@@ -61,7 +74,10 @@ def prune_at_initialization(
     def masks_for(values, at_sparsity):
         return alloc.masks_from_scores(values, at_sparsity, allocation, dense)
 
-    if method == "random":
+    if method == "random" and allocation != "global":
+        shapes = [tuple(w.pruned_weights[i].shape) for w, i in slots]
+        masks = random_masks(shapes, sparsity, seed, allocation, dense)
+    elif method == "random":
         rng = np.random.default_rng(seed)
         masks = masks_for([rng.random(w.pruned_weights[i].shape) for w, i in slots], sparsity)
     elif method == "magnitude":

@@ -22,24 +22,30 @@ from keras_cka_sr.sparse import masking
 
 
 class RewindPoint(keras.callbacks.Callback):
-    """Keeps a copy of the model's weights (masks and pruning state excluded) after
-    `step` train steps (0: before the first)."""
+    """Keeps a copy of the weights (masks and pruning state excluded) of `model` (default:
+    the model being fit; pass the inner model when fit trains a model built around it,
+    e.g. by `attach_cka_loss`) after `step` train steps (0: before the first)."""
 
-    def __init__(self, step=0):
+    def __init__(self, step=0, model=None):
         super().__init__()
         self.step = check_int("step", step, 0)
         self.weights = None
+        self._target = model
         self._seen = 0
+
+    def _record(self):
+        fitted = self.model  # on JAX, reading it syncs the trainer's state into the model
+        self.weights = model_weights(self._target or fitted)
 
     def on_train_begin(self, logs=None):
         self._seen = 0
         if self.step == 0:
-            self.weights = model_weights(self.model)
+            self._record()
 
     def on_train_batch_end(self, batch, logs=None):
         self._seen += 1
         if self._seen == self.step:
-            self.weights = model_weights(self.model)
+            self._record()
 
     def on_train_end(self, logs=None):
         if self.weights is None:
@@ -120,7 +126,7 @@ def lottery_ticket(
             set_model_weights(model, rewind)
             masking.assign_masks(slots, masks)
         else:
-            point = RewindPoint(rewind_step)
+            point = RewindPoint(rewind_step, model)
             callbacks.append(point)
         train(model, r, callbacks)
         if r == 0:
