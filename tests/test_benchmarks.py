@@ -72,3 +72,20 @@ def test_pruning_overhead_prunes_both_libraries(tmp_path):
     sparsity = payload["kernel_sparsity"]
     assert sparsity["ours_keras3"] == pytest.approx(0.9 * (1 - (1 / 11) ** 3), abs=2e-3)
     assert sparsity["tfmot_tf_keras"] == pytest.approx(sparsity["ours_keras3"], abs=2e-3)
+
+
+def test_sparse_methods_cost_reports_every_method(tmp_path):
+    argv = common_args(tmp_path, 1) + [
+        "--model",
+        "mlp",
+        "--batch-size",
+        "16",
+        "--score-samples",
+        "32",
+        "--synflow-rounds",
+        "2",
+    ]
+    payload = load("sparse_methods_cost").main(argv)
+    assert set(payload["seconds"]) == {"set", "rigl", "snip", "grasp", "synflow"}
+    assert all(v > 0 for v in payload["in_train_steps"].values())
+    assert json.loads((tmp_path / "result.json").read_text())["model"] == "mlp"

@@ -17,7 +17,7 @@ from keras import ops
 
 from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.sparse import masking
-from keras_cka_sr.sparse.scores import dense_gradients
+from keras_cka_sr.sparse.scores import LossGradients
 
 METHODS = ("set", "rigl")
 
@@ -30,14 +30,21 @@ def drop_and_grow(weight, mask, count, grow_scores):
     count = min(int(count), active.size)
     if count == 0:
         return mask.copy()
-    magnitude = np.abs(weight.ravel()[active])
-    dropped = active[np.argsort(magnitude, kind="stable")[:count]]
+    dropped = active[_smallest(np.abs(weight.ravel()[active]), count)]
     new = flat_mask.copy()
     new[dropped] = False
     candidates = np.flatnonzero(~new)
-    chosen = candidates[np.argsort(-grow_scores.ravel()[candidates], kind="stable")[:count]]
+    chosen = candidates[_smallest(-grow_scores.ravel()[candidates], count)]
     new[chosen] = True
     return new.reshape(mask.shape).astype(mask.dtype)
+
+
+def _smallest(values, count):
+    """Indices of the `count` smallest values (linear time; which of equal values is
+    taken at the boundary is arbitrary but deterministic)."""
+    if count >= values.size:
+        return np.arange(values.size)
+    return np.argpartition(values, count - 1)[:count]
 
 
 class DynamicSparsity(keras.callbacks.Callback):
@@ -96,6 +103,7 @@ class DynamicSparsity(keras.callbacks.Callback):
         # A stream of its own: with default_rng(seed), the stream that drew random masks
         # with the same seed, SET would regrow exactly the weights it dropped.
         self._rng = np.random.default_rng([self.seed, self._step, 0x5E7])
+        self._gradients = LossGradients(model, self.loss) if self.method == "rigl" else None
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
@@ -105,14 +113,13 @@ class DynamicSparsity(keras.callbacks.Callback):
 
     def update(self, step):
         """One drop-and-grow update of every pruned weight (reads and writes the model)."""
-        model = self.model  # on JAX, reading it syncs the trainer's state into the model
+        self.model  # noqa: B018 (on JAX, reading it syncs the trainer's state into the model)
         weights = masking.effective_weights(self._slots)
         current = masking.current_masks(self._slots)
         if self.method == "rigl":
             index = self._rng.choice(len(self.x), min(self.batch_size, len(self.x)), False)
-            grow = [
-                np.abs(g) for g in dense_gradients(model, self.x[index], self.y[index], self.loss)
-            ]
+            grads = self._gradients.summed(self.x[index], self.y[index], len(index))
+            grow = [np.abs(g) for g in grads]
         else:
             grow = [self._rng.random(w.shape) for w in weights]
         counts, new_masks = [], []

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cka_sr._autodiff import gradients, hessian_vector_product
+from keras_cka_sr._autodiff import compiled, gradients, hessian_vector_product
 from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.sparse.masking import effective_weights, pruned_slots, scoring
 
@@ -31,10 +31,9 @@ def magnitude_scores(model: keras.Model) -> list[np.ndarray]:
 def snip_scores(model, x, y, loss=None, batch_size: int = 256) -> list[np.ndarray]:
     """|g * w| with g the loss gradient summed over the batches of (x, y) (SNIP)."""
     batch_size = check_int("batch_size", batch_size, 1)
-    closure = _LossClosure(model, loss)
-    with scoring(closure.slots):
-        grads = closure.summed_gradients(x, y, batch_size, temperature=1.0)
-    return [np.abs(g * w) for g, w in zip(grads, closure.numpy_weights)]
+    closure = LossGradients(model, loss)
+    grads = closure.summed(x, y, batch_size)
+    return [np.abs(g * w) for g, w in zip(grads, effective_weights(closure.slots))]
 
 
 def grasp_scores(
@@ -43,19 +42,15 @@ def grasp_scores(
     """w * (H g) (GraSP), g and H g summed over the batches of (x, y); keep the highest."""
     batch_size = check_int("batch_size", batch_size, 1)
     temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
-    closure = _LossClosure(model, loss)
-    hg = [np.zeros(w.shape, np.float64) for w in closure.numpy_weights]
-    with scoring(closure.slots):
-        grads = closure.summed_gradients(x, y, batch_size, temperature)
-        vectors = [ops.convert_to_tensor(g.astype(np.float32)) for g in grads]
-        for xb, yb in _batches(x, y, batch_size):
+    closure = LossGradients(model, loss, temperature)
+    grads = closure.summed(x, y, batch_size)
+    hg = closure.summed(x, y, batch_size, vectors=grads)
+    return [w * h for w, h in zip(effective_weights(closure.slots), hg)]
 
-            def fn(weights, xb=xb, yb=yb):
-                return closure.loss_of(weights, xb, yb, temperature)
 
-            for total, part in zip(hg, hessian_vector_product(fn, closure.weights, vectors)):
-                total += ops.convert_to_numpy(part).astype(np.float64)
-    return [w * h for w, h in zip(closure.numpy_weights, hg)]
+def dense_gradients(model, x, y, loss=None) -> list[np.ndarray]:
+    """d loss / d (weight * mask) on (x, y) at every entry, pruned ones included (RigL)."""
+    return LossGradients(model, loss).summed(x, y, len(x))
 
 
 def synflow_scores(model: keras.Model) -> list[np.ndarray]:
@@ -72,13 +67,14 @@ def synflow_scores(model: keras.Model) -> list[np.ndarray]:
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
         raise ValueError(f"synflow_scores needs a static input shape; got {shape}.")
-    ones = ops.ones((1,) + shape)
 
     def total_output(values):
         full = list(trainable)
         for j, k in enumerate(t_index):
             full[k] = values[j]
-        outputs, _ = model.stateless_call(full, non_trainable, ones, training=False)
+        outputs, _ = model.stateless_call(
+            full, non_trainable, ops.ones((1,) + shape), training=False
+        )
         return ops.sum(ops.cast(outputs, "float32"))
 
     tensors = [ops.convert_to_tensor(w.astype(np.float32)) for w in weights]
@@ -86,43 +82,61 @@ def synflow_scores(model: keras.Model) -> list[np.ndarray]:
     return [ops.convert_to_numpy(g).astype(np.float64) * w for g, w in zip(grads, weights)]
 
 
-def dense_gradients(model, x, y, loss=None) -> list[np.ndarray]:
-    """d loss / d (weight * mask) on (x, y) at every entry, pruned ones included (RigL)."""
-    closure = _LossClosure(model, loss)
-    with scoring(closure.slots):
-        return closure.summed_gradients(x, y, len(x), temperature=1.0)
+class LossGradients:
+    """Gradients of the task loss with respect to the effective pruned weights
+    `weight * mask`, with every mask set to ones (pruned entries get their dense gradient)
+    and every other variable at its current value. Compiled once (jax.jit, tf.function);
+    each call reads the model's current variables, so one instance serves a whole run.
 
+    Training-mode forward passes (batch statistics, as the methods' reference code), whose
+    state updates are discarded.
+    """
 
-class _LossClosure:
-    """The task loss as a function of the effective pruned weights (masks set to ones, so
-    that pruned entries get their dense gradient), other variables fixed."""
-
-    def __init__(self, model, loss):
+    def __init__(self, model, loss=None, temperature: float = 1.0):
         self.model = model
         self.loss = loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.slots = slots = pruned_slots(model)
-        self.numpy_weights = [w.astype(np.float64) for w in effective_weights(slots)]
-        self.weights = [ops.convert_to_tensor(w.astype(np.float32)) for w in self.numpy_weights]
-        self.t_index, m_index = _slot_indices(model, slots)
-        self.trainable = [ops.convert_to_tensor(v) for v in model.trainable_variables]
-        self.non_trainable = [ops.convert_to_tensor(v) for v in model.non_trainable_variables]
-        for k in m_index:
-            self.non_trainable[k] = ops.ones_like(self.non_trainable[k])
+        self.temperature = temperature
+        self.slots = pruned_slots(model)
+        self.t_index, self.m_index = _slot_indices(model, self.slots)
+        self._gradient = compiled(self._gradient_fn)
+        self._hvp = compiled(self._hvp_fn)
 
-    def loss_of(self, weights, x, y, temperature):
-        full = list(self.trainable)
+    def summed(self, x, y, batch_size, vectors=None) -> list[np.ndarray]:
+        """Gradients (or, given `vectors`, Hessian-vector products) summed over batches."""
+        weights = [
+            ops.convert_to_tensor(w.astype(np.float32)) for w in effective_weights(self.slots)
+        ]
+        trainable = [ops.convert_to_tensor(v) for v in self.model.trainable_variables]
+        non_trainable = [ops.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+        for k in self.m_index:
+            non_trainable[k] = ops.ones_like(non_trainable[k])
+        if vectors is not None:
+            vectors = [ops.convert_to_tensor(np.asarray(v, np.float32)) for v in vectors]
+        total = [np.zeros(tuple(w.shape), np.float64) for w in weights]
+        with scoring(self.slots):
+            for xb, yb in _batches(x, y, batch_size):
+                if vectors is None:
+                    parts = self._gradient(weights, trainable, non_trainable, xb, yb)
+                else:
+                    parts = self._hvp(weights, vectors, trainable, non_trainable, xb, yb)
+                for acc, part in zip(total, parts):
+                    acc += ops.convert_to_numpy(part).astype(np.float64)
+        return total
+
+    def _loss(self, weights, trainable, non_trainable, x, y):
+        full = list(trainable)
         for j, k in enumerate(self.t_index):
             full[k] = weights[j]
-        outputs, _ = self.model.stateless_call(full, self.non_trainable, x, training=True)
-        return self.loss(y, ops.cast(outputs, "float32") / temperature)
+        outputs, _ = self.model.stateless_call(full, non_trainable, x, training=True)
+        return self.loss(y, ops.cast(outputs, "float32") / self.temperature)
 
-    def summed_gradients(self, x, y, batch_size, temperature):
-        total = [np.zeros(w.shape, np.float64) for w in self.numpy_weights]
-        for xb, yb in _batches(x, y, batch_size):
-            grads = gradients(lambda ws: self.loss_of(ws, xb, yb, temperature), self.weights)
-            for acc, g in zip(total, grads):
-                acc += ops.convert_to_numpy(g).astype(np.float64)
-        return total
+    def _gradient_fn(self, weights, trainable, non_trainable, x, y):
+        return gradients(lambda ws: self._loss(ws, trainable, non_trainable, x, y), weights)
+
+    def _hvp_fn(self, weights, vectors, trainable, non_trainable, x, y):
+        return hessian_vector_product(
+            lambda ws: self._loss(ws, trainable, non_trainable, x, y), weights, vectors
+        )
 
 
 def _slot_indices(model, slots):
