@@ -138,7 +138,13 @@ def build_parser():
         default=16,
         help="first-stage filters of the ResNets (paper: 16)",
     )
-    train.add_argument("--seeds", nargs="+", type=_typed(check_int, minimum=0), default=[0])
+    train.add_argument(
+        "--seeds",
+        nargs="+",
+        type=_typed(check_int, minimum=0),
+        default=[0, 1, 2],
+        help="one run per seed and setting; the table gives mean ± std and paired 95%% intervals",
+    )
     train.add_argument("--epochs", type=positive, default=10)
     train.add_argument("--batch-size", type=positive, default=64)
     train.add_argument(

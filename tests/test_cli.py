@@ -18,6 +18,8 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
         "train",
         "--subset",
         "256",
+        "--seeds",
+        "0",
         "--epochs",
         "2",
         "--batch-size",
@@ -76,6 +78,8 @@ def test_rst_and_oneshot_smoke(tmp_path):
         "train",
         "--subset",
         "128",
+        "--seeds",
+        "0",
         "--epochs",
         "2",
         "--method",
@@ -181,6 +185,8 @@ def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_pa
         "mlp",
         "--subset",
         "130",
+        "--seeds",
+        "0",
         "--epochs",
         "2",
         "--cka-weight",
@@ -208,6 +214,8 @@ def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
         "mlp",
         "--subset",
         "128",
+        "--seeds",
+        "0",
         "--epochs",
         "2",
         "--method",
@@ -232,10 +240,43 @@ def test_warm_up_and_rescale_flags_reach_every_run():
         ["train", "--method", "rst", "gmp", "--cka-start", "30", "--no-rescale", "--compare"]
     )
     configs = cli._configs(args)
-    assert len(configs) == 4
+    assert len(configs) == 12  # 2 methods x 3 default seeds x 2 betas
     assert all(c.cka_start == 30 and c.rescale is False for c in configs)
-    default = cli._configs(cli.build_parser().parse_args(["train"]))[0]
-    assert default.cka_start == 0 and default.rescale is True
+    defaults = cli._configs(cli.build_parser().parse_args(["train"]))
+    assert [c.seed for c in defaults] == [0, 1, 2]  # a newcomer sees mean ± std
+    assert defaults[0].cka_start == 0 and defaults[0].rescale is True
+
+
+def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():
+    parse = cli.build_parser().parse_args
+    paper = cli._configs(parse(["train", "--recipe", "paper", "--seeds", "0"]))[0]
+    assert (paper.optimizer, paper.learning_rate, paper.momentum) == ("sgd", 0.1, 0.9)
+    assert (paper.weight_decay, paper.lr_schedule) == (5e-4, "cosine")
+    mixed = cli._configs(
+        parse(["train", "--recipe", "paper", "--lr", "0.05", "--lr-schedule", "step"])
+    )[0]
+    assert (mixed.optimizer, mixed.learning_rate, mixed.lr_schedule) == ("sgd", 0.05, "step")
+    default = cli._configs(parse(["train"]))[0]
+    assert (default.optimizer, default.learning_rate, default.weight_decay) == ("adam", 1e-3, 0.0)
+
+
+def test_every_method_is_a_cli_choice():
+    from keras_cka_sr import experiment
+
+    args = cli.build_parser().parse_args(["train", "--method", *experiment.METHODS.names()])
+    assert {c.method for c in cli._configs(args)} == set(experiment.METHODS.names())
+    assert {
+        "dense",
+        "gmp",
+        "oneshot",
+        "rst",
+        "snip",
+        "grasp",
+        "synflow",
+        "set",
+        "rigl",
+        "lth",
+    } <= set(experiment.METHODS.names())
 
 
 def test_resume_skips_finished_runs(tmp_path, monkeypatch):
