@@ -49,6 +49,18 @@ def run_graph(model, inputs, call_fn):
     return model._run_through_graph(inputs, operation_fn=lambda op: op, call_fn=call_fn)
 
 
+def inherit_input_shape(wrapper, layer):
+    """Gives `wrapper` the `input_shape=` that `layer` was constructed with, so that
+    `Sequential([wrapper])` builds as `Sequential([layer])` would.
+
+    Keras keeps the argument only as `Layer._input_shape_arg`, which `Sequential` reads;
+    passing `input_shape` to the wrapper instead would warn a second time (Keras 3.0+).
+    """
+    shape = getattr(layer, "_input_shape_arg", None)
+    if shape is not None and getattr(wrapper, "_input_shape_arg", None) is None:
+        wrapper._input_shape_arg = shape
+
+
 def forward_pass_token():
     """An object that identifies the forward pass being run, or None outside one.
 

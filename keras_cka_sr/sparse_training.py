@@ -42,7 +42,7 @@ class StaticMask(PruningSchedule):
         return ops.convert_to_tensor(False), ops.convert_to_tensor(self.sparsity, "float32")
 
     def get_config(self):
-        return {"sparsity": self.sparsity}
+        return self._nested({"sparsity": self.sparsity})
 
 
 def set_random_masks(

@@ -92,3 +92,80 @@ def test_quantized_model_is_refused_by_prune_low_magnitude():
     model.quantize("int8")
     with pytest.raises(ValueError, match="quantized"):
         pruning.prune_low_magnitude(model)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class _PrunableCell(keras.layers.Layer, pruning.PrunableLayer):
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.state_size = units, units
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, inputs, states):
+        output = keras.ops.tanh(keras.ops.matmul(inputs, self.kernel) + states[0])
+        return output, [output]
+
+    def get_prunable_weights(self):
+        return [self.kernel]
+
+
+RECURRENT = {
+    "SimpleRNN": lambda: keras.layers.SimpleRNN(6),
+    "LSTM": lambda: keras.layers.LSTM(6),
+    "GRU": lambda: keras.layers.GRU(6),
+    "Bidirectional": lambda: keras.layers.Bidirectional(keras.layers.LSTM(6)),
+    "RNN(PrunableLayer cell)": lambda: keras.layers.RNN(_PrunableCell(6)),
+}
+
+
+@pytest.mark.parametrize("kind", list(RECURRENT))
+def test_recurrent_layers_prune_kernels_and_recurrent_kernels(kind):
+    inp = keras.Input((5, 4))
+    model = keras.Model(inp, keras.layers.Dense(2)(RECURRENT[kind]()(inp)))
+    pruned = pruning.prune_low_magnitude(
+        model, pruning.ConstantSparsity(0.5, begin_step=0, frequency=1)
+    )
+    wrapper = pruned.layers[1]
+    assert isinstance(wrapper, pruning.PruneLowMagnitude)
+    names = [w.path.split("/")[-1] for w in wrapper.pruned_weights]
+    expected = {"RNN(PrunableLayer cell)": 1, "Bidirectional": 4}.get(kind, 2)
+    assert len(names) == expected and "bias" not in names
+    x = np.random.default_rng(0).normal(size=(16, 5, 4)).astype("float32")
+    y = np.zeros((16, 2), "float32")
+    pruned.compile("sgd", "mse")
+    pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    for weight, mask in zip(wrapper.pruned_weights, wrapper.masks):
+        assert float(np.mean(keras.ops.convert_to_numpy(mask) == 0)) == pytest.approx(0.5, abs=0.05)
+        assert np.all(
+            keras.ops.convert_to_numpy(weight)[keras.ops.convert_to_numpy(mask) == 0] == 0
+        )
+    # The masks reach the computation: the wrapped model equals the stripped one.
+    stripped = pruning.strip_pruning(pruned)
+    np.testing.assert_allclose(
+        pruned.predict(x, verbose=0), stripped.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_unbuilt_unknown_layers_are_rejected_when_wrapped():
+    with pytest.raises(ValueError, match="not built"):
+        pruning.prune_low_magnitude(keras.layers.ConvLSTM2D(4, 3))
+    pruning.prune_low_magnitude(keras.layers.Flatten())  # known to have no weights
+
+
+def test_subclass_of_a_supported_layer_must_be_a_prunable_layer():
+    class MyDense(keras.layers.Dense):
+        pass
+
+    with pytest.raises(ValueError, match="subclasses Dense"):
+        pruning.prune_low_magnitude(MyDense(3))
+
+    class MyPrunableDense(keras.layers.Dense, pruning.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.kernel]
+
+    pruning.prune_low_magnitude(MyPrunableDense(3))

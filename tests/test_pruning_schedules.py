@@ -96,15 +96,18 @@ def test_numpy_scalars_as_in_tfmots_tutorial():
         frequency=np.int32(4),
     )
     config = schedule.get_config()
-    assert config == {
-        "initial_sparsity": 0.5,
-        "final_sparsity": 0.8,
-        "begin_step": 0,
-        "end_step": 16,
-        "power": 3.0,
-        "frequency": 4,
+    assert config == {  # tfmot's nested form
+        "class_name": "PolynomialDecay",
+        "config": {
+            "initial_sparsity": 0.5,
+            "final_sparsity": 0.8,
+            "begin_step": 0,
+            "end_step": 16,
+            "power": 3.0,
+            "frequency": 4,
+        },
     }
-    assert all(type(v) in (int, float) for v in config.values())
+    assert all(type(v) in (int, float) for v in config["config"].values())
     plain = pruning.PolynomialDecay(0.5, 0.8, 0, 16, frequency=4)
     for step in (0, 4, 9, 16):
         assert [float(ops.convert_to_numpy(v)) for v in schedule(step)] == [
@@ -134,3 +137,35 @@ def test_custom_schedule_subclass_and_serialization():
     ):
         again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
         assert type(again) is type(schedule) and again.get_config() == schedule.get_config()
+        flat = type(schedule).from_config(schedule.get_config()["config"])  # older saves
+        assert flat.get_config() == schedule.get_config()
+
+
+def test_a_schedule_written_for_tfmot_saves_and_loads_in_a_pruned_model(tmp_path):
+    """tfmot's schedules return {'class_name', 'config'}; one written that way (and
+    relying on the inherited from_config) must survive a .keras round trip."""
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class TfmotStyle(pruning.PruningSchedule):
+        def __init__(self, target_sparsity, frequency):
+            self.target_sparsity, self.frequency = target_sparsity, frequency
+
+        def __call__(self, step):
+            due = ops.equal(ops.mod(step, self.frequency), 0)
+            return due, ops.convert_to_tensor(self.target_sparsity, "float32")
+
+        def get_config(self):
+            return {
+                "class_name": self.__class__.__name__,
+                "config": {"target_sparsity": self.target_sparsity, "frequency": self.frequency},
+            }
+
+    model = keras.Sequential(
+        [keras.Input((6,)), pruning.prune_low_magnitude(keras.layers.Dense(4), TfmotStyle(0.5, 2))]
+    )
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    schedule = loaded.layers[0].pruning_schedule
+    assert isinstance(schedule, TfmotStyle)
+    assert (schedule.target_sparsity, schedule.frequency) == (0.5, 2)

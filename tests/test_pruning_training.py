@@ -301,3 +301,12 @@ def test_shared_layer_steps_once_per_optimizer_step(run_eagerly):
         assert int(ops.convert_to_numpy(wrapper.pruning_step)) == steps
         # step 5: the last update was at step 4, sparsity 0.8 * (1 - (1 - 4/12)**3) ~= 0.563
         assert float(np.mean(ops.convert_to_numpy(wrapper.masks[0]) == 0)) == pytest.approx(20 / 36)
+
+
+def test_wrapper_keeps_the_inner_layers_input_shape_in_sequential():
+    """tfmot's tests write Sequential([prune_low_magnitude(Dense(10, input_shape=(20,)))])."""
+    with pytest.warns(UserWarning, match="input_shape"):  # Keras' own warning, once
+        dense = keras.layers.Dense(10, input_shape=(20,))
+    model = keras.Sequential([pruning.prune_low_magnitude(dense)])
+    assert model.built and model.input_shape == (None, 20)
+    assert model.predict(np.zeros((2, 20), "float32"), verbose=0).shape == (2, 10)

@@ -2,9 +2,16 @@
 
 Built-in: Dense/EinsumDense kernels, Conv1D/2D/3D and Conv*Transpose kernels,
 DepthwiseConv1D/2D depthwise kernels, SeparableConv1D/2D pointwise kernels, Embedding
-tables, MultiHeadAttention's query/key/value/output kernels. Never biases. Layers with
-no weights and normalization layers are left alone. Other layers opt in by implementing
+tables, MultiHeadAttention's query/key/value/output kernels, the kernel and recurrent
+kernel of SimpleRNN/LSTM/GRU (and of an `RNN` whose cell is a `PrunableLayer`), both
+directions of `Bidirectional`. Never biases. Layers with no weights and normalization
+layers are left alone. Other layers opt in by implementing
 `PrunableLayer.get_prunable_weights`; any other layer with weights is an error.
+
+As in tfmot, built-in rules match exact classes: a subclass of `Dense` may compute with
+something other than `self.kernel`, so it must say what to prune (`PrunableLayer`).
+A layer that is not built yet is accepted only when its class is known (a rule, or known
+to have no weights): an unknown unbuilt layer cannot show whether it has weights.
 """
 
 import abc
@@ -37,6 +44,64 @@ _NOTHING_TO_PRUNE = tuple(
         "SpectralNormalization",
         "Normalization",
         "PReLU",
+    )
+    if hasattr(L, name)
+)
+
+
+_RECURRENT = tuple(getattr(L, n) for n in ("SimpleRNN", "LSTM", "GRU") if hasattr(L, n))
+_WEIGHTLESS = tuple(
+    getattr(L, name)
+    for name in (
+        "InputLayer",
+        "Activation",
+        "ReLU",
+        "LeakyReLU",
+        "ELU",
+        "Softmax",
+        "Identity",
+        "Dropout",
+        "SpatialDropout1D",
+        "SpatialDropout2D",
+        "SpatialDropout3D",
+        "GaussianDropout",
+        "GaussianNoise",
+        "AlphaDropout",
+        "ActivityRegularization",
+        "Flatten",
+        "Reshape",
+        "Permute",
+        "RepeatVector",
+        "Masking",
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Average",
+        "Maximum",
+        "Minimum",
+        "Concatenate",
+        "Dot",
+        "MaxPooling1D",
+        "MaxPooling2D",
+        "MaxPooling3D",
+        "AveragePooling1D",
+        "AveragePooling2D",
+        "AveragePooling3D",
+        "GlobalMaxPooling1D",
+        "GlobalMaxPooling2D",
+        "GlobalMaxPooling3D",
+        "GlobalAveragePooling1D",
+        "GlobalAveragePooling2D",
+        "GlobalAveragePooling3D",
+        "ZeroPadding1D",
+        "ZeroPadding2D",
+        "ZeroPadding3D",
+        "Cropping1D",
+        "Cropping2D",
+        "Cropping3D",
+        "UpSampling1D",
+        "UpSampling2D",
+        "UpSampling3D",
     )
     if hasattr(L, name)
 )
@@ -83,47 +148,88 @@ def check_maskable(layer):
 
 def supports(layer):
     """True when `prunable_weights(layer)` is defined (it may be empty)."""
-    return _has_own_rule(layer) or isinstance(layer, _NOTHING_TO_PRUNE) or not layer.weights
+    if _has_own_rule(layer) or type(layer) in _NOTHING_TO_PRUNE + _WEIGHTLESS:
+        return True
+    return layer.built and not layer.weights
 
 
 def prunable_weights(layer):
     """The variables of a built `layer` that pruning masks."""
-    if isinstance(layer, PrunableLayer) or callable(getattr(layer, "get_prunable_weights", None)):
+    if _declares_its_own(layer):
         return list(layer.get_prunable_weights())
-    if isinstance(layer, _KERNEL_LAYERS):
+    kind = type(layer)
+    if kind in _KERNEL_LAYERS:
         return [layer.kernel]
-    if isinstance(layer, _SEPARABLE_LAYERS):
+    if kind in _SEPARABLE_LAYERS:
         return [layer.pointwise_kernel]
-    if isinstance(layer, L.Embedding):
+    if kind is L.Embedding:
         return [layer.embeddings]
-    if isinstance(layer, L.MultiHeadAttention):
+    if kind is L.MultiHeadAttention:
         return [
             sub.kernel
             for sub in (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
         ]
-    if isinstance(layer, _NOTHING_TO_PRUNE) or not layer.weights:
+    if kind in _RECURRENT:
+        return [layer.cell.kernel, layer.cell.recurrent_kernel]
+    if kind is L.RNN and _declares_its_own(layer.cell):
+        return list(layer.cell.get_prunable_weights())
+    if kind is L.Bidirectional:
+        return prunable_weights(layer.forward_layer) + prunable_weights(layer.backward_layer)
+    if kind in _NOTHING_TO_PRUNE + _WEIGHTLESS or (layer.built and not layer.weights):
         return []
     raise ValueError(unsupported_message(layer))
 
 
 def unsupported_message(layer):
+    kind = type(layer)
+    if not layer.built and not layer.weights:
+        what = "is not built, so it cannot show whether it has weights, and has no pruning rule"
+    else:
+        what = "has weights but no pruning rule"
+    subclass = next(
+        (
+            base.__name__
+            for base in kind.__mro__[1:]
+            if base in _KERNEL_LAYERS + _SEPARABLE_LAYERS + _RECURRENT + _SPECIAL
+        ),
+        None,
+    )
+    hint = (
+        f" It subclasses {subclass}, whose rule matches that exact class only (as tfmot): "
+        "its `call` may not read the weight a mask would replace."
+        if subclass
+        else ""
+    )
     return (
-        f"Layer {layer.name!r} ({type(layer).__name__}) has weights but no pruning rule. "
+        f"Layer {layer.name!r} ({kind.__name__}) {what}.{hint} "
         "Prunable built-ins: Dense, EinsumDense, Conv*/Conv*Transpose, DepthwiseConv*, "
-        "SeparableConv*, Embedding, MultiHeadAttention. For a custom layer, subclass "
-        "`keras_cka_sr.pruning.PrunableLayer` and implement `get_prunable_weights`; "
-        "or leave the layer out of pruning (prune a list of layers instead)."
+        "SeparableConv*, Embedding, MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional. "
+        "For a custom layer, subclass `keras_cka_sr.pruning.PrunableLayer` and implement "
+        "`get_prunable_weights`; or leave the layer out of pruning (prune a list of layers "
+        "instead)."
+    )
+
+
+_SPECIAL = (L.Embedding, L.MultiHeadAttention, L.RNN, L.Bidirectional)
+
+
+def _declares_its_own(layer):
+    return isinstance(layer, PrunableLayer) or callable(
+        getattr(layer, "get_prunable_weights", None)
     )
 
 
 def _has_own_rule(layer):
-    return (
-        isinstance(layer, PrunableLayer)
-        or callable(getattr(layer, "get_prunable_weights", None))
-        or isinstance(
-            layer, _KERNEL_LAYERS + _SEPARABLE_LAYERS + (L.Embedding, L.MultiHeadAttention)
-        )
-    )
+    kind = type(layer)
+    if _declares_its_own(layer) or kind in _KERNEL_LAYERS + _SEPARABLE_LAYERS + _RECURRENT:
+        return True
+    if kind in (L.Embedding, L.MultiHeadAttention):
+        return True
+    if kind is L.RNN:
+        return _declares_its_own(layer.cell)
+    if kind is L.Bidirectional:
+        return _has_own_rule(layer.forward_layer) and _has_own_rule(layer.backward_layer)
+    return False
 
 
 def has_prunable_rule(layer):

@@ -44,11 +44,18 @@ class PruningSchedule(abc.ABC):
 
     @abc.abstractmethod
     def get_config(self):
-        """The constructor arguments, as a dict."""
+        """The constructor arguments: `{"class_name": ..., "config": {...}}` as tfmot's
+        schedules return them (a flat dict of the arguments loads too)."""
 
     @classmethod
     def from_config(cls, config):
+        """A schedule from `get_config()`'s output, tfmot's nested form or a flat dict."""
+        if set(config) == {"class_name", "config"}:
+            config = config["config"]
         return cls(**config)
+
+    def _nested(self, arguments):
+        return {"class_name": type(self).__name__, "config": arguments}
 
     @staticmethod
     def _should_prune_in_step(step, begin_step, end_step, frequency):
@@ -62,7 +69,10 @@ class PruningSchedule(abc.ABC):
         return ops.logical_and(in_range, turn)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = self.get_config()
+        if set(config) == {"class_name", "config"}:
+            config = config["config"]
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"
 
 
@@ -83,12 +93,14 @@ class ConstantSparsity(PruningSchedule):
         )
 
     def get_config(self):
-        return {
-            "target_sparsity": self.target_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "frequency": self.frequency,
-        }
+        return self._nested(
+            {
+                "target_sparsity": self.target_sparsity,
+                "begin_step": self.begin_step,
+                "end_step": self.end_step,
+                "frequency": self.frequency,
+            }
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
@@ -130,14 +142,16 @@ class PolynomialDecay(PruningSchedule):
         )
 
     def get_config(self):
-        return {
-            "initial_sparsity": self.initial_sparsity,
-            "final_sparsity": self.final_sparsity,
-            "begin_step": self.begin_step,
-            "end_step": self.end_step,
-            "power": self.power,
-            "frequency": self.frequency,
-        }
+        return self._nested(
+            {
+                "initial_sparsity": self.initial_sparsity,
+                "final_sparsity": self.final_sparsity,
+                "power": self.power,
+                "begin_step": self.begin_step,
+                "end_step": self.end_step,
+                "frequency": self.frequency,
+            }
+        )
 
 
 def default_schedule():

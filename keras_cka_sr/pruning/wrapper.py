@@ -112,6 +112,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
+        _compat.inherit_input_shape(self, layer)
         self.pruning_schedule = pruning_schedule
         self.block_size = block_size
         self.block_pooling_type = block_pooling_type
