@@ -61,6 +61,32 @@ def inherit_input_shape(wrapper, layer):
         wrapper._input_shape_arg = shape
 
 
+def producers(operation) -> list:
+    """The operations (layers, or Keras ops such as `x + y`) whose outputs `operation` takes,
+    over all its calls. Keras 3 keeps the call graph in `Operation._inbound_nodes` and
+    `Node.parent_nodes`; there is no public accessor (Keras 3.0+)."""
+    found = []
+    for node in operation._inbound_nodes:
+        for parent in node.parent_nodes:
+            if parent.operation not in found:
+                found.append(parent.operation)
+    return found
+
+
+def consumers(operation) -> list:
+    """The operations that take `operation`'s outputs (`Operation._outbound_nodes`)."""
+    found = []
+    for node in operation._outbound_nodes:
+        if node.operation not in found:
+            found.append(node.operation)
+    return found
+
+
+def tensor_operation(tensor):
+    """The operation that made a symbolic tensor (`KerasTensor._keras_history`)."""
+    return tensor._keras_history.operation
+
+
 def forward_pass_token():
     """An object that identifies the forward pass being run, or None outside one.
 

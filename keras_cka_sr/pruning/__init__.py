@@ -1,6 +1,7 @@
 """Keras 3 magnitude pruning with tensorflow-model-optimization's API (TF, JAX, torch)."""
 
 from keras_cka_sr.pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_cka_sr.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from keras_cka_sr.pruning.prune import prune_low_magnitude, prune_scope, strip_pruning
 from keras_cka_sr.pruning.registry import PrunableLayer
 from keras_cka_sr.pruning.schedules import (
@@ -16,7 +17,9 @@ __all__ = [
     "GradualMagnitude",
     "PolynomialDecay",
     "PrunableLayer",
+    "PruneForLatencyOnXNNPack",
     "PruneLowMagnitude",
+    "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",

@@ -4,6 +4,7 @@ import keras
 
 from keras_cka_sr import _compat
 from keras_cka_sr.pruning import registry
+from keras_cka_sr.pruning.policy import PruningPolicy
 from keras_cka_sr.pruning.schedules import default_schedule
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
@@ -14,6 +15,7 @@ def prune_low_magnitude(
     block_size=(1, 1),
     block_pooling_type="AVG",
     sparsity_m_by_n=None,
+    pruning_policy=None,
     **kwargs,
 ):
     """Wraps layers in `PruneLowMagnitude`, as `tfmot.sparsity.keras.prune_low_magnitude`.
@@ -22,7 +24,20 @@ def prune_low_magnitude(
     prunable layer wrapped, weights copied), a layer (returns its wrapper) or a list of
     layers (returns a list). Train with the `UpdatePruningStep` callback.
     The default schedule is tfmot's: `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
+    `pruning_policy` (a `PruningPolicy`, models only) checks the model first and wraps
+    only the layers it allows.
     """
+    if pruning_policy is not None:
+        if not isinstance(pruning_policy, PruningPolicy):
+            raise TypeError(
+                "`pruning_policy` must be a PruningPolicy (e.g. PruneForLatencyOnXNNPack()); "
+                f"got {type(pruning_policy).__name__}."
+            )
+        if not isinstance(to_prune, keras.Model):
+            raise ValueError(
+                "`pruning_policy` applies to models (it checks the model's graph); got "
+                f"{type(to_prune).__name__}. Wrap the layers it would allow yourself."
+            )
     params = dict(
         pruning_schedule=default_schedule() if pruning_schedule is None else pruning_schedule,
         block_size=block_size,
@@ -44,11 +59,15 @@ def prune_low_magnitude(
         ]
     if isinstance(to_prune, keras.Model):
         _check_graph_model(to_prune, "prune_low_magnitude")
+        if pruning_policy is not None:
+            pruning_policy.ensure_model_supports_pruning(to_prune)
 
         def wrap(layer):
             if isinstance(layer, PruneLowMagnitude):
                 return _copy_layer(layer)
             copy = _copy_layer(layer)
+            if pruning_policy is not None and not pruning_policy.allow_pruning(layer):
+                return copy
             if registry.has_prunable_rule(layer):
                 return PruneLowMagnitude(copy, **params)
             if not registry.supports(layer):
