@@ -169,3 +169,15 @@ def test_subclass_of_a_supported_layer_must_be_a_prunable_layer():
             return [self.kernel]
 
     pruning.prune_low_magnitude(MyPrunableDense(3))
+
+
+def test_multi_head_attention_called_with_keywords_in_a_functional_model():
+    """tfmot users write mha(query=q, value=v); the wrapper takes the same call."""
+    mha = keras.layers.MultiHeadAttention(2, 4)
+    q, v = keras.Input((5, 8)), keras.Input((7, 8))
+    mha(q, v)
+    wrapper = pruning.prune_low_magnitude(mha)
+    model = keras.Model([q, v], wrapper(query=q, value=v))
+    x = [np.ones((2, 5, 8), "float32"), np.ones((2, 7, 8), "float32")]
+    expected = ops.convert_to_numpy(mha(*x))
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)

@@ -119,7 +119,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_m_by_n = sparsity_m_by_n
         self.callback_active = False
         self._stepped_in = None  # weakref to the forward pass that last stepped
-        self._inner_takes_training = "training" in inspect.signature(layer.call).parameters
+        parameters = inspect.signature(layer.call).parameters
+        self._inner_takes_training = "training" in parameters
+        self._inner_first_argument = next(iter(parameters), None)
+
+    def __call__(self, *args, **kwargs):
+        # The inner layer's first argument passed by keyword (MultiHeadAttention's
+        # `query=`) is this wrapper's `inputs`.
+        if not args and self._inner_first_argument in kwargs:
+            args = (kwargs.pop(self._inner_first_argument),)
+        return super().__call__(*args, **kwargs)
 
     def build(self, input_shape=None):
         super().build(input_shape)
