@@ -120,6 +120,10 @@ RECURRENT = {
     "GRU": lambda: keras.layers.GRU(6),
     "Bidirectional": lambda: keras.layers.Bidirectional(keras.layers.LSTM(6)),
     "RNN(PrunableLayer cell)": lambda: keras.layers.RNN(_PrunableCell(6)),
+    "RNN(LSTMCell)": lambda: keras.layers.RNN(keras.layers.LSTMCell(6)),
+    "RNN(StackedRNNCells)": lambda: keras.layers.RNN(
+        keras.layers.StackedRNNCells([keras.layers.GRUCell(6), keras.layers.SimpleRNNCell(6)])
+    ),
 }
 
 
@@ -133,7 +137,8 @@ def test_recurrent_layers_prune_kernels_and_recurrent_kernels(kind):
     wrapper = pruned.layers[1]
     assert isinstance(wrapper, pruning.PruneLowMagnitude)
     names = [w.path.split("/")[-1] for w in wrapper.pruned_weights]
-    expected = {"RNN(PrunableLayer cell)": 1, "Bidirectional": 4}.get(kind, 2)
+    expected = {"RNN(PrunableLayer cell)": 1, "Bidirectional": 4, "RNN(StackedRNNCells)": 4}
+    expected = expected.get(kind, 2)
     assert len(names) == expected and "bias" not in names
     x = np.random.default_rng(0).normal(size=(16, 5, 4)).astype("float32")
     y = np.zeros((16, 2), "float32")

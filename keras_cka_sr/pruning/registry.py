@@ -3,8 +3,8 @@
 Built-in: Dense/EinsumDense kernels, Conv1D/2D/3D and Conv*Transpose kernels,
 DepthwiseConv1D/2D depthwise kernels, SeparableConv1D/2D pointwise kernels, Embedding
 tables, MultiHeadAttention's query/key/value/output kernels, the kernel and recurrent
-kernel of SimpleRNN/LSTM/GRU (and of an `RNN` whose cell is a `PrunableLayer`), both
-directions of `Bidirectional`. Never biases. Layers with no weights and normalization
+kernel of SimpleRNN/LSTM/GRU and of an `RNN` with SimpleRNNCell/LSTMCell/GRUCell cells (or
+a `PrunableLayer` cell, or `StackedRNNCells` of those), both directions of `Bidirectional`. Never biases. Layers with no weights and normalization
 layers are left alone. Other layers opt in by implementing
 `PrunableLayer.get_prunable_weights`; any other layer with weights is an error.
 
@@ -50,6 +50,7 @@ _NOTHING_TO_PRUNE = tuple(
 
 
 _RECURRENT = tuple(getattr(L, n) for n in ("SimpleRNN", "LSTM", "GRU") if hasattr(L, n))
+_CELLS = tuple(getattr(L, n) for n in ("SimpleRNNCell", "LSTMCell", "GRUCell") if hasattr(L, n))
 _WEIGHTLESS = tuple(
     getattr(L, name)
     for name in (
@@ -171,8 +172,8 @@ def prunable_weights(layer):
         ]
     if kind in _RECURRENT:
         return [layer.cell.kernel, layer.cell.recurrent_kernel]
-    if kind is L.RNN and _declares_its_own(layer.cell):
-        return list(layer.cell.get_prunable_weights())
+    if kind is L.RNN:
+        return _cell_weights(layer.cell)
     if kind is L.Bidirectional:
         return prunable_weights(layer.forward_layer) + prunable_weights(layer.backward_layer)
     if kind in _NOTHING_TO_PRUNE + _WEIGHTLESS or (layer.built and not layer.weights):
@@ -213,6 +214,22 @@ def unsupported_message(layer):
 _SPECIAL = (L.Embedding, L.MultiHeadAttention, L.RNN, L.Bidirectional)
 
 
+def _cell_has_rule(cell):
+    if type(cell) is L.StackedRNNCells:
+        return all(_cell_has_rule(c) for c in cell.cells)
+    return _declares_its_own(cell) or type(cell) in _CELLS
+
+
+def _cell_weights(cell):
+    """An RNN cell's prunable weights: built-in cells' kernel and recurrent kernel (as
+    tfmot), a `PrunableLayer` cell's own choice, every cell of `StackedRNNCells`."""
+    if type(cell) is L.StackedRNNCells:
+        return [w for c in cell.cells for w in _cell_weights(c)]
+    if _declares_its_own(cell):
+        return list(cell.get_prunable_weights())
+    return [cell.kernel, cell.recurrent_kernel]
+
+
 def _declares_its_own(layer):
     return isinstance(layer, PrunableLayer) or callable(
         getattr(layer, "get_prunable_weights", None)
@@ -226,7 +243,7 @@ def _has_own_rule(layer):
     if kind in (L.Embedding, L.MultiHeadAttention):
         return True
     if kind is L.RNN:
-        return _declares_its_own(layer.cell)
+        return _cell_has_rule(layer.cell)
     if kind is L.Bidirectional:
         return _has_own_rule(layer.forward_layer) and _has_own_rule(layer.backward_layer)
     return False

@@ -134,6 +134,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().build(input_shape)
         registry.check_maskable(self.layer)
         self.pruned_weights = registry.prunable_weights(self.layer)
+        if self.sparsity_m_by_n is not None:
+            skipped = [w.path for w in self.pruned_weights if len(w.shape) not in (2, 4)]
+            if skipped:
+                # tfmot: M-by-N sparsity prunes rank-2 (Dense) and rank-4 (Conv2D) weights only.
+                warnings.warn(
+                    f"sparsity_m_by_n={self.sparsity_m_by_n} prunes rank-2 and rank-4 weights "
+                    f"only (as tfmot); {skipped} stay dense.",
+                    stacklevel=2,
+                )
+            self.pruned_weights = [w for w in self.pruned_weights if len(w.shape) in (2, 4)]
         self._targets = [_locate(self.layer, w) for w in self.pruned_weights]
         self.masks, self.thresholds = [], []
         for weight in self.pruned_weights:
@@ -270,6 +280,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def compute_output_spec(self, inputs, *args, training=None, **kwargs):
         return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Keras' Wrapper.from_config pops "layer" from the caller's dict, which breaks a
+        # model config read twice (tfmot's serialization test); work on a copy.
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(
+            config.pop("layer"), custom_objects=custom_objects
+        )
+        return cls(layer, **config)
 
     def get_config(self):
         config = super().get_config()
