@@ -5,7 +5,6 @@ import pytest
 
 from keras_cka_sr import pruning as prune
 from keras_cka_sr import pruning as pruning_policy
-from keras_cka_sr import pruning as pruning_schedule
 from keras_cka_sr import pruning as pruning_wrapper
 
 layers = keras.layers
@@ -22,15 +21,6 @@ INVALID_TO_PRUNE_MIDDLE_LAYER_ERROR = (
     "Layer {} is not supported for the PruneForLatencyOnXNNPack pruning policy"
 )
 INVALID_TO_PRUNE_UNBUILT_ERROR = "Unbuilt models are not supported currently."
-
-
-@pytest.fixture
-def params():
-    return {
-        "pruning_schedule": pruning_schedule.ConstantSparsity(0.5, 0),
-        "block_size": (1, 1),
-        "block_pooling_type": "AVG",
-    }
 
 
 def _count_pruned_layers(model):

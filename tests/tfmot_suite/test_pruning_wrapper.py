@@ -3,7 +3,6 @@
 import keras
 import pytest
 
-from keras_cka_sr import pruning as pruning_schedule
 from keras_cka_sr import pruning as pruning_wrapper
 
 layers = keras.layers
@@ -34,15 +33,6 @@ class CustomLayerPrunable(CustomLayer):
 @pytest.fixture
 def model():
     return keras.Sequential()
-
-
-@pytest.fixture
-def params():
-    return {
-        "pruning_schedule": pruning_schedule.ConstantSparsity(0.5, 0),
-        "block_size": (1, 1),
-        "block_pooling_type": "AVG",
-    }
 
 
 def _check_mask_count(model, expected_mask_count=0):
