@@ -103,6 +103,9 @@ _WEIGHTLESS = tuple(
         "UpSampling1D",
         "UpSampling2D",
         "UpSampling3D",
+        "Rescaling",
+        "Resizing",
+        "CenterCrop",
     )
     if hasattr(L, name)
 )
@@ -172,7 +175,7 @@ def prunable_weights(layer):
         ]
     if kind in _RECURRENT:
         return [layer.cell.kernel, layer.cell.recurrent_kernel]
-    if kind is L.RNN:
+    if kind is L.RNN and _cell_has_rule(layer.cell):
         return _cell_weights(layer.cell)
     if kind is L.Bidirectional:
         return prunable_weights(layer.forward_layer) + prunable_weights(layer.backward_layer)
@@ -227,7 +230,9 @@ def _cell_weights(cell):
         return [w for c in cell.cells for w in _cell_weights(c)]
     if _declares_its_own(cell):
         return list(cell.get_prunable_weights())
-    return [cell.kernel, cell.recurrent_kernel]
+    if type(cell) in _CELLS:
+        return [cell.kernel, cell.recurrent_kernel]
+    raise ValueError(unsupported_message(cell))
 
 
 def _declares_its_own(layer):
