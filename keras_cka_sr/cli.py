@@ -85,8 +85,8 @@ def build_parser():
         "--no-rescale",
         dest="rescale",
         action="store_false",
-        help="masks set at initialization (rst, snip, grasp, synflow, set, rigl): keep the "
-        "unscaled initialization (default: kept weights x 1/sqrt(layer density))",
+        help="random masks (rst, set, rigl): keep the unscaled initialization (default: kept "
+        "weights x 1/sqrt(layer density))",
     )
     train.add_argument(
         "--allocation",

@@ -397,7 +397,9 @@ def _at_initialization(method):
             keep_first_last_dense=config.keep_first_last_dense,
             rounds=config.synflow_rounds,
             batch_size=config.batch_size,
-            rescale=config.rescale,
+            # Random masks only: SNIP/GraSP/SynFlow keep large weights, and rescaling their
+            # masks measured harmful (README, "Sparse training methods").
+            rescale=config.rescale and method == "random",
             seed=config.seed,
         )
         train(model, config.epochs)

@@ -374,3 +374,13 @@ def test_lottery_ticket_resumes_after_the_last_finished_round(tmp_path):
         strict=True,
     ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_norm_rescale_restores_each_layers_dense_norm(method):
+    model, (x, y) = mlp(d=20, h=30), data(d=20)
+    before = [ops.convert_to_numpy(w.layer.kernel) for w in pruning.collect_prunable_layers(model)]
+    sparse.prune_at_initialization(model, method, 0.9, x, y, rounds=4, rescale=True)
+    for wrapper, old in zip(pruning.collect_prunable_layers(model), before):
+        new = ops.convert_to_numpy(wrapper.layer.kernel)
+        assert np.linalg.norm(new) == pytest.approx(np.linalg.norm(old), rel=1e-5)

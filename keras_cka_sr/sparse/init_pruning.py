@@ -53,7 +53,9 @@ def prune_at_initialization(
             default of `random`, as the paper's reference code).
         keep_first_last_dense: keep the first and last pruned weight dense.
         rounds: SynFlow's pruning rounds (sparsity 1 - density^(r / rounds) at round r).
-        rescale: multiply kept weights by 1/sqrt(layer density) (see `masking`).
+        rescale: sparsity-aware initialization (see `masking.assign_masks`): kept weights
+            x 1/sqrt(layer density) for `random` masks, x ||w|| / ||w * mask|| for the
+            scoring methods (which keep large weights), so each layer keeps its output scale.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
@@ -70,6 +72,7 @@ def prune_at_initialization(
         raise ValueError(f"method={method!r} scores weights on data: pass x and y.")
     slots = masking.pruned_slots(model)
     dense = masking.edge_indices(slots, keep_first_last_dense)
+    norms = [float(np.linalg.norm(w.astype(np.float64))) for w in masking.effective_weights(slots)]
 
     def masks_for(values, at_sparsity):
         return alloc.masks_from_scores(values, at_sparsity, allocation, dense)
@@ -95,4 +98,5 @@ def prune_at_initialization(
             values = [np.where(m > 0, v, -1.0) for v, m in zip(values, current)]
             masks = masks_for(values, 1.0 - density ** (r / rounds))
             masking.assign_masks(slots, masks)
-    return masking.assign_masks(slots, masks, rescale=rescale)
+    how = "none" if not rescale else ("density" if method == "random" else "norm")
+    return masking.assign_masks(slots, masks, rescale=how, dense_norms=norms)

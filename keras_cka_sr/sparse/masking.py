@@ -43,22 +43,42 @@ def current_masks(slots) -> list[np.ndarray]:
     return [ops.convert_to_numpy(w.masks[i]) for w, i in slots]
 
 
-def assign_masks(slots, masks, rescale: bool = False) -> dict[str, float]:
+RESCALE = ("none", "density", "norm")
+
+
+def assign_masks(slots, masks, rescale: str = "none", dense_norms=None) -> dict[str, float]:
     """Sets each slot's mask (and masks its stored weight); returns densities by path.
 
-    `rescale=True` multiplies a weight's kept entries by `1 / sqrt(density)` (sparsity-aware
-    initialization, Evci et al. 2020; Liu et al. 2022): the layer's output keeps the
-    variance it had dense.
+    Sparsity-aware initialization, so that each layer's output keeps the scale it had
+    dense: `rescale="density"` multiplies kept entries by `1 / sqrt(density)` (Evci et al.
+    2020; Liu et al. 2022; right for a random mask, which keeps a `density` share of the
+    squared norm in expectation); `rescale="norm"` by `||w|| / ||w * mask||`, the measured
+    share (for a mask that selected large weights, as SNIP and GraSP do: there
+    `1 / sqrt(density)` blows the output up), with `||w||` from `dense_norms` when the
+    stored weights were masked before (SynFlow's rounds).
     """
+    if rescale not in RESCALE:
+        raise ValueError(f"`rescale` must be one of {RESCALE}; got {rescale!r}.")
     densities = {}
-    for (wrapper, i), mask in zip(slots, masks):
+    for k, ((wrapper, i), mask) in enumerate(zip(slots, masks)):
         variable = wrapper.masks[i]
         mask = np.asarray(mask, dtype="float32").reshape(variable.shape)
         variable.assign(mask.astype(variable.dtype))
         density = float(np.sum(mask, dtype=np.float64)) / mask.size
-        if rescale and density > 0:
+        if rescale != "none" and density > 0:
             weight = wrapper.pruned_weights[i]
-            weight.assign(ops.convert_to_numpy(weight) / np.sqrt(density))
+            value = ops.convert_to_numpy(weight)
+            if rescale == "density":
+                factor = 1.0 / np.sqrt(density)
+            else:
+                kept = np.sqrt(np.sum(np.square(value * mask, dtype=np.float64)))
+                dense = (
+                    dense_norms[k]
+                    if dense_norms is not None
+                    else np.sqrt(np.sum(np.square(value, dtype=np.float64)))
+                )
+                factor = dense / kept if kept else 1.0
+            weight.assign(value * factor)
         densities[wrapper.pruned_weights[i].path] = density
     for wrapper in {id(w): w for w, _ in slots}.values():
         wrapper.apply_masks()
