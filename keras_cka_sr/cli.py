@@ -363,6 +363,9 @@ def train(args):
         results.append(result)
         if args.output:
             _write_results(args.output, args.dataset, keras.backend.backend(), results)
+    if args.output and skipped:
+        # Runs read after the last trained one are written too.
+        _write_results(args.output, args.dataset, keras.backend.backend(), results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
     read = f" ({skipped} read from {args.output})" if skipped else ""

@@ -314,6 +314,11 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     runs = json.loads(output.read_text())["runs"]
     assert trained == [1] and [r["config"]["seed"] for r in runs] == [0, 1]
     assert runs[0]["test_accuracy"] == first[0]["test_accuracy"]
+    # A finished run read after the last trained one is written too.
+    trained.clear()
+    assert cli.main(argv[:-4] + ["--seeds", "2", "0", "--output", str(output), "--resume"]) == 0
+    runs = json.loads(output.read_text())["runs"]
+    assert trained == [2] and [r["config"]["seed"] for r in runs] == [2, 0]
 
 
 def test_resume_needs_output_and_excludes_save(no_training):
