@@ -155,6 +155,8 @@ def cli(distribute):
             "dense",
             "--subset",
             "300",
+            "--seeds",
+            "0",
             "--epochs",
             "2",
             "--batch-size",
