@@ -77,9 +77,10 @@ def prune_low_magnitude(
         return _clone_with_weights(to_prune, wrap)
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, **params, **kwargs)
-    raise ValueError(
-        "`prune_low_magnitude` can prune a Sequential or functional model, a Keras layer "
-        f"or a list of layers; got {type(to_prune).__name__}."
+    raise ValueError(  # tfmot's text, word for word
+        "`prune_low_magnitude` can only prune an object of the following types: "
+        "keras.models.Sequential, keras functional model, keras.layers.Layer, list of "
+        f"keras.layers.Layer. You passed an object of type: {type(to_prune).__name__}."
     )
 
 
@@ -145,7 +146,19 @@ def _clone_with_weights(model, clone_function):
         pairs.append((layer, new))
         return new
 
-    clone = keras.models.clone_model(model, clone_function=record, recursive=True)
+    input_tensors = None
+    if _compat.is_functional(model):
+        # Keras 3's clone names its new inputs after the symbolic tensors ("keras_tensor");
+        # keep the input layers' names, which serving signatures and TFLite inputs use.
+        input_tensors = keras.tree.map_structure(
+            lambda x: keras.Input(
+                batch_shape=x.shape, dtype=x.dtype, name=_compat.tensor_operation(x).name
+            ),
+            model.input,
+        )
+    clone = keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=record, recursive=True
+    )
     for old, new in pairs:
         if old is new:
             continue
