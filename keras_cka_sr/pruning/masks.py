@@ -17,7 +17,10 @@ k under jit).
 
 import math
 
+import numpy as np
 from keras import ops
+
+from keras_cka_sr._validation import is_int
 
 POOLING_TYPES = ("AVG", "MAX")
 
@@ -76,14 +79,8 @@ def m_by_n_mask(weights, m_by_n):
     Dense kernels `(in, out)` are grouped along `in` for each output; Conv2D kernels
     `(h, w, in, out)` along `in` for each `(out, h, w)`, as tfmot/TFLite.
     """
-    zeros, group = m_by_n
-    shape = tuple(weights.shape)
-    if len(shape) == 2:
-        rows = ops.transpose(weights)
-    elif len(shape) == 4:
-        rows = ops.reshape(ops.transpose(weights, (3, 0, 1, 2)), (-1, shape[2]))
-    else:
-        raise ValueError(f"m_by_n sparsity needs a rank-2 or rank-4 kernel; got shape {shape}.")
+    zeros, group = check_m_by_n(m_by_n)
+    rows = _input_channels_last(weights)
     count, channels = rows.shape
     pad = -channels % group
     padded = ops.pad(ops.abs(rows), ((0, 0), (0, pad)))
@@ -97,6 +94,53 @@ def m_by_n_mask(weights, m_by_n):
     )
     keep = ops.cast(rank < group - zeros, weights.dtype)
     mask = ops.reshape(keep, (count, channels + pad))[:, :channels]
+    shape = tuple(weights.shape)
     if len(shape) == 2:
         return ops.transpose(mask)
     return ops.transpose(ops.reshape(mask, (shape[3], shape[0], shape[1], shape[2])), (1, 2, 3, 0))
+
+
+def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT") -> bool:
+    """True if every `n` consecutive input-channel values hold at least `m` zeros (a
+    shorter last group: at most `n - m` non-zeros), as tfmot's `is_pruned_m_by_n`.
+
+    `last_channel="C_OUT"`: a Keras kernel (Dense `(in, out)`, Conv2D `(h, w, in, out)`);
+    `"C_IN"`: input channels already last (TFLite's layout). A host-side check of values.
+    """
+    zeros, group = check_m_by_n(m_by_n, strict=False)
+    if last_channel == "C_OUT":
+        rows = ops.convert_to_numpy(_input_channels_last(weights))
+    elif last_channel == "C_IN":
+        values = np.asarray(ops.convert_to_numpy(weights))
+        rows = values.reshape(-1, values.shape[-1])
+    else:
+        raise ValueError(f"`last_channel` must be 'C_OUT' or 'C_IN'; got {last_channel!r}.")
+    pad = -rows.shape[1] % group
+    padded = np.pad(rows != 0, ((0, 0), (0, pad)))
+    return bool(np.all(padded.reshape(-1, group).sum(axis=1) <= group - zeros))
+
+
+def check_m_by_n(m_by_n, strict=True, name="m_by_n") -> tuple[int, int]:
+    """(m, n) as ints; 0 < m < n (`strict`, to make a mask) or 0 <= m <= n (to check one)."""
+    values = tuple(m_by_n) if isinstance(m_by_n, (tuple, list)) else ()
+    valid = len(values) == 2 and all(is_int(v) for v in values)
+    if valid:
+        m, n = (int(v) for v in values)
+        valid = 0 < m < n if strict else 0 <= m <= n
+    if not valid:
+        bounds = "0 < m < n" if strict else "0 <= m <= n"
+        raise ValueError(
+            f"`{name}` must be two ints (m, n) with {bounds}, m zeros in every n values; "
+            f"got {m_by_n!r}."
+        )
+    return m, n
+
+
+def _input_channels_last(weights):
+    """A Dense `(in, out)` or Conv2D `(h, w, in, out)` kernel as rows of input channels."""
+    shape = tuple(weights.shape)
+    if len(shape) == 2:
+        return ops.transpose(weights)
+    if len(shape) == 4:
+        return ops.reshape(ops.transpose(weights, (3, 0, 1, 2)), (-1, shape[2]))
+    raise ValueError(f"m_by_n sparsity needs a rank-2 or rank-4 kernel; got shape {shape}.")

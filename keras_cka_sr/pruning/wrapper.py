@@ -97,17 +97,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 f"got {block_pooling_type!r}."
             )
         if sparsity_m_by_n is not None:
-            sparsity_m_by_n = tuple(sparsity_m_by_n)
-            if (
-                len(sparsity_m_by_n) != 2
-                or not all(is_int(v) for v in sparsity_m_by_n)
-                or not 0 < sparsity_m_by_n[0] < sparsity_m_by_n[1]
-            ):
-                raise ValueError(
-                    "`sparsity_m_by_n` must be (m, n) ints with 0 < m < n, m zeros in "
-                    f"every n values; got {sparsity_m_by_n!r}."
-                )
-            sparsity_m_by_n = tuple(int(v) for v in sparsity_m_by_n)
+            sparsity_m_by_n = mask_math.check_m_by_n(sparsity_m_by_n, name="sparsity_m_by_n")
             if block_size != (1, 1):
                 raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
