@@ -82,6 +82,17 @@ def consumers(operation) -> list:
     return found
 
 
+def clone_model_uncompiled(model, **kwargs):
+    """`keras.models.clone_model` without the compile step Keras 3 adds for a compiled model
+    (it reads the public-looking but undocumented `Trainer.compiled` flag)."""
+    compiled = getattr(model, "compiled", False)
+    model.compiled = False
+    try:
+        return keras.models.clone_model(model, **kwargs)
+    finally:
+        model.compiled = compiled
+
+
 def tensor_operation(tensor):
     """The operation that made a symbolic tensor (`KerasTensor._keras_history`)."""
     return tensor._keras_history.operation

@@ -186,3 +186,51 @@ def test_multi_head_attention_called_with_keywords_in_a_functional_model():
     x = [np.ones((2, 5, 8), "float32"), np.ones((2, 7, 8), "float32")]
     expected = ops.convert_to_numpy(mha(*x))
     np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+class _NoConfig(keras.layers.Layer):
+    """A weightless custom layer whose constructor takes no Layer keyword arguments."""
+
+    def __init__(self):
+        super().__init__()
+
+    def call(self, x):
+        return 2.0 * x
+
+
+def test_a_layer_that_cannot_be_rebuilt_is_shared_with_a_warning():
+    inputs = keras.Input((4,), name="pixels")
+    odd = _NoConfig()
+    model = keras.Model(inputs, L.Dense(3)(odd(inputs)))
+    with pytest.warns(UserWarning, match="shares this layer object"):
+        pruned = pruning.prune_low_magnitude(model)
+    assert odd in pruned.layers
+    assert pruned.layers[0].name == "pixels"  # the input layer keeps its name
+
+
+def test_pruned_and_stripped_copies_of_a_compiled_model_are_uncompiled():
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    model.compile("sgd", "mse")
+    pruned = pruning.prune_low_magnitude(model)
+    stripped = pruning.strip_pruning(pruned)
+    assert not pruned.compiled and not stripped.compiled
+    assert model.compiled  # the original is untouched
+
+
+def test_legacy_h5_of_a_compiled_pruned_model_reloads_with_compile_false(tmp_path):
+    """README differences table: Keras 3's legacy `.h5` loader cannot restore a string
+    loss (`'mse'`), pruned or not; the weights and masks reload with `compile=False`."""
+    model = pruning.prune_low_magnitude(
+        keras.Sequential([keras.Input((6,)), L.Dense(4)]),
+        pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1),
+    )
+    model.compile("sgd", "mse")
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype("float32")
+    model.fit(x, x[:, :4], callbacks=[pruning.UpdatePruningStep()], verbose=0)
+    path = str(tmp_path / "pruned.h5")
+    model.save(path)
+    with pytest.raises(ValueError, match="Could not deserialize"):
+        keras.models.load_model(path)
+    reloaded = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert float(np.mean(ops.convert_to_numpy(reloaded.layers[0].masks[0]))) == 0.5

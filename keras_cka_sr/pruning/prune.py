@@ -1,5 +1,7 @@
 """`prune_low_magnitude` and `strip_pruning`, with tfmot's signatures, for Keras 3 models."""
 
+import warnings
+
 import keras
 
 from keras_cka_sr import _compat
@@ -65,14 +67,13 @@ def prune_low_magnitude(
         def wrap(layer):
             if isinstance(layer, PruneLowMagnitude):
                 return _copy_layer(layer)
-            copy = _copy_layer(layer)
             if pruning_policy is not None and not pruning_policy.allow_pruning(layer):
-                return copy
+                return _copy_layer(layer)
             if registry.has_prunable_rule(layer):
-                return PruneLowMagnitude(copy, **params)
+                return PruneLowMagnitude(_copy_layer(layer), **params)
             if not registry.supports(layer):
                 raise ValueError(registry.unsupported_message(layer))
-            return copy
+            return _copy_layer(layer)
 
         return _clone_with_weights(to_prune, wrap)
     if isinstance(to_prune, keras.layers.Layer):
@@ -130,7 +131,16 @@ def _copy_layer(layer):
     """A fresh layer of the same config, built like the original (weights set later)."""
     if not isinstance(layer, keras.layers.Layer):
         return layer  # a bare operation in the graph: nothing to copy
-    copy = type(layer).from_config(layer.get_config())
+    try:
+        copy = type(layer).from_config(layer.get_config())
+    except (TypeError, ValueError, NotImplementedError) as error:
+        warnings.warn(
+            f"Layer {layer.name!r} ({type(layer).__name__}) cannot be rebuilt from its "
+            f"config ({error}); the new model shares this layer object with the original "
+            "(as tfmot's models do). Implement `get_config` to get a copy.",
+            stacklevel=4,
+        )
+        return layer
     build_config = layer.get_build_config() if layer.built else None
     if build_config:
         copy.build_from_config(build_config)
@@ -156,7 +166,8 @@ def _clone_with_weights(model, clone_function):
             ),
             model.input,
         )
-    clone = keras.models.clone_model(
+    # Uncompiled, as tfmot's: the user compiles the pruned (or stripped) model.
+    clone = _compat.clone_model_uncompiled(
         model, input_tensors=input_tensors, clone_function=record, recursive=True
     )
     for old, new in pairs:

@@ -9,18 +9,9 @@ import pytest
 from keras_cka_sr import pruning as prune
 from keras_cka_sr.pruning import PrunableLayer
 from keras_cka_sr.pruning import PruneLowMagnitude as _Wrapper
+from tests.tfmot_suite.keras_test_utils import build_simple_dense_model
 
 layers = keras.layers
-
-
-def build_simple_dense_model():
-    """tfmot's `keras_test_utils.build_simple_dense_model`."""
-    return keras.Sequential(
-        [
-            layers.Dense(8, activation="relu", input_shape=(10,)),
-            layers.Dense(5, activation="softmax"),
-        ]
-    )
 
 
 class TestSubclassedModel(keras.Model):

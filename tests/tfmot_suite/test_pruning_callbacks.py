@@ -9,6 +9,7 @@ import pytest
 
 from keras_cka_sr import pruning as prune
 from keras_cka_sr import pruning as pruning_callbacks
+from tests.tfmot_suite.keras_test_utils import build_simple_dense_model
 
 _BATCH_SIZE = 20
 BACKEND = keras.backend.backend()
@@ -16,15 +17,6 @@ DIFFERENCE = (
     "Difference from tfmot (README table): training without UpdatePruningStep warns and "
     "prunes the same; tfmot raises, and an error inside a JAX train step loses the model's state."
 )
-
-
-def build_simple_dense_model():  # tfmot's keras/test_utils.py
-    return keras.Sequential(
-        [
-            keras.layers.Dense(8, activation="relu", input_shape=(10,)),
-            keras.layers.Dense(5, activation="softmax"),
-        ]
-    )
 
 
 def _assertLogsExist(log_dir):
