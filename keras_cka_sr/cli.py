@@ -330,6 +330,10 @@ def train(args):
         flush=True,
     )
     finished = _finished_runs(args.output) if args.resume else {}
+    # Runs of other invocations in the same file (another learning rate, another method)
+    # are kept: a study can grow one file command by command.
+    asked = {_run_key(dataclasses.asdict(config)) for config in configs}
+    others = [run for key, run in finished.items() if key not in asked]
     results, skipped, last_model = [], 0, None
     start = time.time()
     for config in configs:
@@ -362,10 +366,10 @@ def train(args):
         )
         results.append(result)
         if args.output:
-            _write_results(args.output, args.dataset, keras.backend.backend(), results)
-    if args.output and skipped:
+            _write_results(args.output, args.dataset, keras.backend.backend(), others + results)
+    if args.output and (skipped or others):
         # Runs read after the last trained one are written too.
-        _write_results(args.output, args.dataset, keras.backend.backend(), results)
+        _write_results(args.output, args.dataset, keras.backend.backend(), others + results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
     read = f" ({skipped} read from {args.output})" if skipped else ""
