@@ -89,3 +89,22 @@ def test_sparse_methods_cost_reports_every_method(tmp_path):
     assert set(payload["seconds"]) == {"set", "rigl", "snip", "grasp", "synflow"}
     assert all(v > 0 for v in payload["in_train_steps"].values())
     assert json.loads((tmp_path / "result.json").read_text())["model"] == "mlp"
+
+
+def test_study_summary_pairs_runs_by_seed(tmp_path):
+    def run(method, beta, seed, acc):
+        config = {"method": method, "sparsity": 0.9, "cka_weight": beta, "seed": seed}
+        return {"config": config, "test_accuracy": acc}
+
+    runs = [run("rst", 0.0, 0, 0.50), run("rst", 0.0, 1, 0.60), run("rst", 0.0, 2, 0.70)]
+    runs += [run("rst", 1e-4, 0, 0.52), run("rst", 1e-4, 1, 0.61), run("rst", 1e-4, 2, 0.73)]
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"runs": runs}))
+    rows = load_script("benchmarks/studies", "summarize").main([str(path), "--paired"])
+    (_, _, n0, mean0, _, gain0, _, _), (_, beta, n, mean, std, gain, low, high) = rows
+    assert (n0, n, beta) == (3, 3, 1e-4) and gain0 != gain0  # no gain for the baseline
+    assert mean0 == pytest.approx(0.6) and mean == pytest.approx(0.62)
+    assert gain == pytest.approx(0.02)  # gains 0.02, 0.01, 0.03: std 0.01, t(2) = 4.303
+    assert (low, high) == pytest.approx(
+        (0.02 - 4.303 * 0.01 / 3**0.5, 0.02 + 4.303 * 0.01 / 3**0.5)
+    )
