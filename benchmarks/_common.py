@@ -56,6 +56,22 @@ def time_call(fn, steps, warmup):
     return statistics.median(times)
 
 
+def interleaved_step_times(models, xs, ys, steps, rounds):
+    """Per model, the median over `rounds` of its mean `train_on_batch` time over `steps`
+    batches. Rounds interleave the models, so drift in the machine's speed hits all alike;
+    the mean (not median) over steps counts the one step in N that pays a penalty."""
+    times = [[] for _ in models]
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            total = 0.0
+            for step in range(steps):
+                start = time.perf_counter()
+                model.train_on_batch(xs[step], ys[step])
+                total += time.perf_counter() - start
+            times[i].append(total / steps)
+    return [statistics.median(t) for t in times], times
+
+
 def machine():
     import keras
 

@@ -15,9 +15,7 @@ modes 2x apart, whichever variant ran.
 """
 
 import argparse
-import statistics
 import sys
-import time
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 import _common  # noqa: E402
@@ -67,24 +65,10 @@ def main(argv=None):
             model.train_on_batch(xs[i], ys[i])
         return model
 
-    def seconds_per_step(model):
-        # Mean, not median, over the steps: with every_n_steps=5 one step in 5 pays.
-        total = 0.0
-        for i in range(args.steps):
-            start = time.perf_counter()
-            model.train_on_batch(xs[i], ys[i])
-            total += time.perf_counter() - start
-        return total / args.steps
-
-    # Build and warm up every variant, then time them in interleaved rounds, so that
-    # drift in the machine's speed hits all of them alike; report medians.
+    # Build and warm up every variant, then time them in interleaved rounds; report medians.
     variants = [(None, None)] + args.settings
     models = [build(*v) for v in variants]
-    times = [[] for _ in variants]
-    for _ in range(args.rounds):
-        for i, model in enumerate(models):
-            times[i].append(seconds_per_step(model))
-    medians = [statistics.median(t) for t in times]
+    medians, times = _common.interleaved_step_times(models, xs, ys, args.steps, args.rounds)
     plain = medians[0]
     plain_model = models[0]
     step_flops = 3 * forward_flops(plain_model, batch)

@@ -122,3 +122,34 @@ def tensorboard_train_writer(callback):
     split the run's events over two files (Keras 3.0+).
     """
     return callback._train_writer
+
+
+def compute_loss(model, x, y, y_pred, sample_weight):
+    """The training loss as Keras' own train steps compute it: `Trainer._compute_loss` also
+    serves `compute_loss` overrides written before its `training` argument (Keras 3.3)."""
+    return model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+
+
+def track_loss(model, loss, x):
+    """Updates the `loss` metric as Keras' TF and torch train steps do: the tracker is
+    `Trainer._loss_tracker` and the loss is unscaled for `tf.distribute` (Keras 3.0+)."""
+    from keras.src.losses.loss import unscale_loss_for_distribution
+
+    batch = next(i for i in tree.flatten(x) if i is not None)
+    model._loss_tracker.update_state(
+        unscale_loss_for_distribution(loss), sample_weight=keras.ops.shape(batch)[0]
+    )
+
+
+def update_metrics_stateless(model, metrics_variables, loss, x, y, y_pred, sample_weight):
+    """`(logs, new metrics variables)` after a JAX train step: the loss tracker and the
+    compiled metrics updated statelessly (`JAXTrainer._update_metrics_variables`, 3.0+)."""
+    return model._update_metrics_variables(metrics_variables, loss, x, y, y_pred, sample_weight)
+
+
+def in_symbolic_call() -> bool:
+    """True while Keras runs a layer on placeholders to infer shapes (building a subclassed
+    model inside its first train step; `SymbolicScope`, no public getter, Keras 3.0+)."""
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+
+    return in_symbolic_scope()

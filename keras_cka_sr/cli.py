@@ -82,6 +82,13 @@ def build_parser():
         help="warm-up: no penalty before this training step",
     )
     train.add_argument(
+        "--cka-grad-cap",
+        type=_typed(check_float, minimum=0.0, min_inclusive=False),
+        default=None,
+        help="cap the penalty's gradient on each weight tensor at this multiple of the task "
+        "loss's (two backward passes per step; default: no cap)",
+    )
+    train.add_argument(
         "--no-rescale",
         dest="rescale",
         action="store_false",
@@ -447,6 +454,7 @@ def _configs(args):
                                 cka_samples=args.cka_samples,
                                 cka_every=args.cka_every,
                                 cka_start=args.cka_start,
+                                cka_grad_cap=args.cka_grad_cap,
                                 rescale=args.rescale,
                                 epochs=args.epochs,
                                 batch_size=args.batch_size,

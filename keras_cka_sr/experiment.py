@@ -34,6 +34,7 @@ class RunConfig:
     cka_samples: int = 8
     cka_every: int = 5
     cka_start: int = 0
+    cka_grad_cap: float | None = None
     rescale: bool = True
     epochs: int = 10
     batch_size: int = 64
@@ -77,6 +78,10 @@ class RunConfig:
         self.cka_samples = check_int("cka_samples", self.cka_samples, cka.min_samples(True))
         self.cka_every = check_int("cka_every", self.cka_every, 1)
         self.cka_start = check_int("cka_start", self.cka_start, 0)
+        if self.cka_grad_cap is not None:
+            self.cka_grad_cap = check_float(
+                "cka_grad_cap", self.cka_grad_cap, 0.0, min_inclusive=False
+            )
         self.rescale = check_bool("rescale", self.rescale)
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
         self.batch_size = check_int("batch_size", self.batch_size, 1)
@@ -324,7 +329,9 @@ def _cka_loss(config):
 
 def _with_cka(model, groups, config):
     loss = _cka_loss(config)
-    return model if loss is None else attach_cka_loss(model, groups, loss)
+    if loss is None:
+        return model
+    return attach_cka_loss(model, groups, loss, penalty_grad_cap=config.cka_grad_cap)
 
 
 def _log_histogram(magnitudes, low=-8, high=1, bins=45):

@@ -1,9 +1,29 @@
 """`CKARegularization`: the layer that adds the CKA-SR penalty to a model's losses."""
 
+import contextlib
+import threading
+
 import keras
 from keras import ops
 
+from keras_cka_sr import _compat
 from keras_cka_sr.losses import CKASimilarityLoss
+
+_recording = threading.local()
+
+
+@contextlib.contextmanager
+def recording_penalties():
+    """Within it, each training call of a `CKARegularization` also appends its penalty
+    (differentiable, as added to the losses) to the list this yields. Per thread, so each
+    `tf.distribute` replica records its own."""
+    penalties = []
+    outer = getattr(_recording, "penalties", None)
+    _recording.penalties = penalties
+    try:
+        yield penalties
+    finally:
+        _recording.penalties = outer
 
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
@@ -61,6 +81,9 @@ class CKARegularization(keras.layers.Layer):
         skip = {"skip_small_batch": True} if isinstance(self.loss, CKASimilarityLoss) else {}
         penalty = ops.cast(self.loss(list(features), step=self.step, **skip), "float32")
         self.add_loss(penalty)
+        recorded = getattr(_recording, "penalties", None)
+        if recorded is not None and not _compat.in_symbolic_call():
+            recorded.append(penalty)
         self.last_penalty.assign(ops.stop_gradient(penalty))
         self.step.assign(self.step + 1)
         return output

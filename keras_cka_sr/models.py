@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_cka_sr import _compat
+from keras_cka_sr import _compat, penalty_cap
+from keras_cka_sr._validation import check_float
 from keras_cka_sr.layers import CKARegularization
 from keras_cka_sr.losses import CKASimilarityLoss
 
@@ -44,11 +45,26 @@ class CKASRMixin:
     the model's `CKARegularization` layers (0 on the steps that `every_n_steps`
     skips). The penalty is training-only, so `val_cka_sr` stays 0. Use it for
     subclassed models: `class MyModel(CKASRMixin, keras.Model)`.
+
+    `penalty_grad_cap` (opt-in, a number > 0): in each train step, the penalty's gradient
+    on every trainable tensor is scaled down to at most `penalty_grad_cap` times the task
+    loss's gradient on it (norms per tensor; README "Safety"). The step then computes the
+    two gradients apart: one forward and two backward passes. None: Keras' own train step.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, penalty_grad_cap=None, **kwargs):
+        if penalty_grad_cap is not None:
+            penalty_grad_cap = check_float(
+                "penalty_grad_cap", penalty_grad_cap, 0.0, min_inclusive=False
+            )
         super().__init__(*args, **kwargs)
+        self.penalty_grad_cap = penalty_grad_cap
         self.cka_tracker = keras.metrics.Mean(name="cka_sr")
+
+    def train_step(self, *args):
+        if self.penalty_grad_cap is None:
+            return super().train_step(*args)
+        return penalty_cap.train_step(self, *args)
 
     def cka_layers(self):
         """The `CKARegularization` layers of this model (nested ones included)."""
@@ -86,12 +102,29 @@ class CKASRModel(CKASRMixin, keras.Model):
     functional one, so subclassed models use `CKASRMixin` instead.)
     """
 
+    def get_config(self):
+        config = super().get_config()
+        if self.penalty_grad_cap is not None:
+            config["penalty_grad_cap"] = self.penalty_grad_cap
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        cap = config.pop("penalty_grad_cap", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.penalty_grad_cap = (
+            None if cap is None else check_float("penalty_grad_cap", cap, 0.0, min_inclusive=False)
+        )
+        return model
+
 
 def attach_cka_loss(
     model: keras.Model,
     layer_names: Sequence[str] | Sequence[Sequence[str]],
     loss: CKASimilarityLoss | None = None,
     name: str | None = None,
+    penalty_grad_cap: float | None = None,
 ) -> "CKASRModel":
     """Returns a model that adds `loss` on the outputs of the named layers to training.
 
@@ -104,6 +137,8 @@ def attach_cka_loss(
             `groups`).
         loss: a `CKASimilarityLoss` (default: `CKASimilarityLoss()`).
         name: name of the returned model (default: the model's name + "_cka_sr").
+        penalty_grad_cap: opt-in: cap the penalty's gradient on each trainable tensor at
+            this multiple of the task loss's (see `CKASRMixin`); None does not cap.
 
     Returns:
         A `CKASRModel` with the same inputs and outputs, built from the same layer
@@ -113,6 +148,8 @@ def attach_cka_loss(
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
     if not _compat.is_graph_model(model):
         raise TypeError(SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__))
+    if penalty_grad_cap is not None:
+        check_float("penalty_grad_cap", penalty_grad_cap, 0.0, min_inclusive=False)
     if loss is None:
         loss = CKASimilarityLoss()
     if not callable(loss):
@@ -140,7 +177,10 @@ def attach_cka_loss(
     )
     outputs = keras.tree.pack_sequence_as(outputs, flat_outputs)
     return CKASRModel(
-        inputs=structured_inputs, outputs=outputs, name=name or f"{model.name}_cka_sr"
+        inputs=structured_inputs,
+        outputs=outputs,
+        name=name or f"{model.name}_cka_sr",
+        penalty_grad_cap=penalty_grad_cap,
     )
 
 

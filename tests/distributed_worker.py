@@ -3,6 +3,7 @@
     python tests/distributed_worker.py mirrored        # TF, tf.distribute.MirroredStrategy
     python tests/distributed_worker.py data-parallel   # JAX, keras.distribution.DataParallel
     python tests/distributed_worker.py cli-mirrored|cli-data-parallel   # the main job
+    python tests/distributed_worker.py cap-mirrored|cap-data-parallel   # penalty_grad_cap
 
 Prints one JSON line (prefixed "RESULT ") that tests/test_distributed.py checks.
 """
@@ -51,12 +52,13 @@ def data(n):
     return x, ((x.mean(axis=(1, 2, 3)) > 0).astype("int32") + (x[:, 0, 0, 0] > 1))
 
 
-def build(weight=1e-2, num_samples=8, lr=0.05):
+def build(weight=1e-2, num_samples=8, lr=0.05, cap=None):
     """Pruned + CKA-SR model, compiled; call inside the distribution's scope."""
     keras.utils.set_random_seed(0)
     schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 8, frequency=2)
     pruned = pruning.prune_low_magnitude(small_cnn(), schedule)
-    model = attach_cka_loss(pruned, TAPS, CKASimilarityLoss(weight, num_samples=num_samples))
+    loss = CKASimilarityLoss(weight, num_samples=num_samples)
+    model = attach_cka_loss(pruned, TAPS, loss, penalty_grad_cap=cap)
     model.compile(
         keras.optimizers.SGD(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
@@ -141,6 +143,31 @@ def data_parallel():
     return results
 
 
+def capped(scope):
+    """Fits with no cap, a cap too large to bind and a binding cap under `scope`."""
+    x, y = data(68)
+    results = {}
+    for name, cap in (("none", None), ("large", 1e9), ("binding", 0.01)):
+        with scope():
+            model = build(weight=1.0, cap=cap)
+            history = fit(model, x, y, epochs=1)
+        results[name] = {
+            "history": {k: [float(v) for v in vs] for k, vs in history.items()},
+            "weights": [ops.convert_to_numpy(w).tolist() for w in model.trainable_weights],
+        }
+    return results
+
+
+def cap_scope():
+    if BACKEND == "jax":
+        import jax
+
+        return keras.distribution.DataParallel(devices=jax.devices()).scope()
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
+
+
 def cli(distribute):
     from keras_cka_sr import cli as main_job
 
@@ -180,6 +207,8 @@ if __name__ == "__main__":
         result = mirrored()
     elif MODE == "data-parallel":
         result = data_parallel()
+    elif MODE.startswith("cap-"):
+        result = capped(cap_scope)
     else:
         result = cli(MODE[len("cli-") :])
     print("RESULT " + json.dumps(result), flush=True)

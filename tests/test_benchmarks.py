@@ -74,6 +74,18 @@ def test_pruning_overhead_prunes_both_libraries(tmp_path):
     assert sparsity["tfmot_tf_keras"] == pytest.approx(sparsity["ours_keras3"], abs=2e-3)
 
 
+def test_gradient_monitor_cost_reports_both_times(tmp_path):
+    payload = load("gradient_monitor_cost").main(common_args(tmp_path, 1) + ["--batch-size", "16"])
+    assert payload["train_step_seconds"] > 0 and payload["measure_seconds"] > 0
+
+
+def test_penalty_cap_cost_times_three_variants(tmp_path):
+    argv = common_args(tmp_path, 5) + ["--batch-size", "16", "--rounds", "1"]
+    payload = load("penalty_cap_cost").main(argv)
+    assert set(payload["step_s"]) == {"no penalty", "CKA-SR", "CKA-SR + cap"}
+    assert all(v > 0 for v in payload["step_s"].values()) and payload["capped_over_cka"] > 0
+
+
 def test_sparse_methods_cost_reports_every_method(tmp_path):
     argv = common_args(tmp_path, 1) + [
         "--model",

@@ -131,6 +131,7 @@ def no_training(monkeypatch):
         ),
         (["--cka-weight", "nan"], "--cka-weight: must be a finite number >= 0.0; got nan"),
         (["--lr", "0"], "--lr: must be a finite number > 0.0"),
+        (["--cka-grad-cap", "0"], "--cka-grad-cap: must be a finite number > 0.0; got 0"),
         (["--epochs", "two"], "--epochs: must be an int; got 'two'"),
     ],
 )
@@ -174,7 +175,8 @@ def test_plots_path_is_checked_before_training(no_training, tmp_path):
         cli.main(["train", "--plots", str(blocker / "plots")])
 
 
-def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path):
+@pytest.mark.parametrize("cap", [[], ["--cka-grad-cap", "0.1"]])
+def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path, cap):
     """The issue's case: 130 digits, batch 64, last batch of 2 (TF: was NaN from epoch 2)."""
     output = tmp_path / "r.json"
     argv = [
@@ -198,10 +200,11 @@ def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_pa
         "--output",
         str(output),
     ]
-    assert cli.main(argv) == 0
+    assert cli.main(argv + cap) == 0
     run = json.loads(output.read_text())["runs"][0]
     assert run["finite"] and run["sparsity"] == pytest.approx(0.95, abs=0.01)
     assert all(math.isfinite(v) for v in run["history"]["cka_sr"])
+    assert run["config"]["cka_grad_cap"] == (0.1 if cap else None)
 
 
 def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
@@ -238,13 +241,16 @@ def test_non_finite_run_exits_1_and_keeps_strict_json(tmp_path):
 def test_warm_up_and_rescale_flags_reach_every_run():
     args = cli.build_parser().parse_args(
         ["train", "--method", "rst", "gmp", "--cka-start", "30", "--no-rescale", "--compare"]
+        + ["--cka-grad-cap", "0.1"]
     )
     configs = cli._configs(args)
     assert len(configs) == 12  # 2 methods x 3 default seeds x 2 betas
     assert all(c.cka_start == 30 and c.rescale is False for c in configs)
+    assert all(c.cka_grad_cap == 0.1 for c in configs)
     defaults = cli._configs(cli.build_parser().parse_args(["train"]))
     assert [c.seed for c in defaults] == [0, 1, 2]  # a newcomer sees mean ± std
     assert defaults[0].cka_start == 0 and defaults[0].rescale is True
+    assert defaults[0].cka_grad_cap is None
 
 
 def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():

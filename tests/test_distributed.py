@@ -67,3 +67,23 @@ def test_main_job_distributes(tmp_path, distribute):
     runs = json.loads(output.read_text())["runs"]
     assert [r["config"]["distribute"] for r in runs] == [distribute] * 2
     assert all(r["finite"] and r["test_accuracy"] > 0.3 for r in runs)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [pytest.param("mirrored", marks=needs_tf), pytest.param("data-parallel", marks=needs_jax)],
+)
+def test_penalty_grad_cap_on_two_devices(mode):
+    """A cap too large to bind trains as Keras' own step (up to float32 round-off: the two
+    gradients are summed after the backward passes); a binding one changes the weights."""
+    result = run_worker(f"cap-{mode}")
+    none, large, binding = result["none"], result["large"], result["binding"]
+    for key in ("loss", "cka_sr"):
+        np.testing.assert_allclose(large["history"][key], none["history"][key], rtol=1e-4)
+    for a, b in zip(large["weights"], none["weights"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5)
+    assert all(np.isfinite(binding["history"]["loss"]))
+    assert any(
+        not np.allclose(np.array(a), np.array(b), atol=1e-4)
+        for a, b in zip(binding["weights"], none["weights"])
+    )
