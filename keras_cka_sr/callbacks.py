@@ -90,7 +90,9 @@ class CKAGradientMonitor(keras.callbacks.Callback):
     largest ratio; `ratios` keeps every measurement, by weight path. The first time a
     ratio exceeds `warn_above`, it warns: the penalty then steers those kernels more than
     the task does (with Adam, whatever beta is), which is how CKA-SR drove sparse
-    LeNet-5 to chance (README, "Safety").
+    LeNet-5 to chance (README, "Safety"). The ratios are measured before any
+    `penalty_grad_cap` of the model; with a cap, the warning is about the capped ratio,
+    `min(ratio, cap)`, which is what the train step applies.
 
     Args:
         x, y: the probe batch (e.g. 64 training samples) and its targets.
@@ -155,14 +157,16 @@ class CKAGradientMonitor(keras.callbacks.Callback):
         }
         self.ratios.append(ratios)
         worst = max(ratios, key=ratios.get)
-        if not self.warned and ratios[worst] > self.warn_above:
+        cap = getattr(self.model, "penalty_grad_cap", None)
+        applied = ratios[worst] if cap is None else min(ratios[worst], cap)
+        if not self.warned and applied > self.warn_above:
             self.warned = True
             warnings.warn(
                 f"CKA-SR's gradient is {ratios[worst]:.3g}x the task loss's on {worst} "
                 f"(warn_above={self.warn_above:g}): the penalty, not the task, steers that "
                 "kernel. Consider rescaling sparse initial weights (set_random_masks("
-                "rescale=True)), a warm-up (CKASimilarityLoss(start_step=...)) or a "
-                "smaller weight.",
+                "rescale=True)), a warm-up (CKASimilarityLoss(start_step=...)), a cap "
+                "(attach_cka_loss(..., penalty_grad_cap=0.1)) or a smaller weight.",
                 stacklevel=2,
             )
         return ratios

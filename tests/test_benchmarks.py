@@ -120,3 +120,23 @@ def test_study_summary_pairs_runs_by_seed(tmp_path):
     assert (low, high) == pytest.approx(
         (0.02 - 4.303 * 0.01 / 3**0.5, 0.02 + 4.303 * 0.01 / 3**0.5)
     )
+
+
+def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
+    def run(beta, cap, seed, acc):
+        config = {"method": "rst", "sparsity": 0.98, "cka_weight": beta, "seed": seed}
+        if cap is not None:
+            config["cka_grad_cap"] = cap
+        return {"config": config, "test_accuracy": acc}
+
+    base = [run(0.0, None, s, a) for s, a in enumerate([0.6, 0.7])]
+    uncapped = [run(1e-4, None, s, 0.1) for s in range(2)]
+    capped = [run(1e-4, 0.1, s, a) for s, a in enumerate([0.62, 0.69])]
+    (tmp_path / "a.json").write_text(json.dumps({"runs": base + uncapped}))
+    (tmp_path / "b.json").write_text(json.dumps({"runs": capped}))
+    argv = [str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--paired"]
+    rows = load_script("benchmarks/studies", "summarize").main(
+        argv + ["--treatment", "cka_grad_cap"]
+    )
+    assert [row[1] for row in rows] == [(0.0, None), (1e-4, None), (1e-4, 0.1)]
+    assert rows[1][5] == pytest.approx(-0.55) and rows[2][5] == pytest.approx(0.005)

@@ -87,6 +87,18 @@ def test_fit_logs_the_largest_ratio_and_warns_once_when_the_penalty_dominates():
     assert len(dominance) == 1
 
 
+def test_a_cap_below_warn_above_silences_the_warning_but_not_the_log():
+    x, y = probe(32)
+    loss = CKASimilarityLoss(weight=1e3)
+    model = attach_cka_loss(mlp(), ["a", "b"], loss, penalty_grad_cap=0.5)
+    model.compile(keras.optimizers.SGD(1e-4), CE)
+    monitor = CKAGradientMonitor(x[:16], y[:16], ["a", "b"], loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor]).history
+    assert history["cka_grad_ratio"][0] > 1  # the raw ratio, before the cap
+
+
 def test_small_weight_does_not_warn():
     x, y = probe()
     loss = CKASimilarityLoss(weight=1e-6)
