@@ -245,6 +245,12 @@ def test_bad_wrapper_arguments():
         pruning.PruneLowMagnitude(keras.layers.Dense(2), block_pooling_type="MIN")
     with pytest.raises(ValueError, match="sparsity_m_by_n"):
         pruning.PruneLowMagnitude(keras.layers.Dense(2), sparsity_m_by_n=(4, 2))
+    with pytest.raises(ValueError, match="sparsity_m_by_n"):
+        pruning.PruneLowMagnitude(keras.layers.Dense(2), sparsity_m_by_n=(1, 2, 4))
+    for wrong_type in ("2:4", (2.0, 4), (2, None)):
+        with pytest.raises(TypeError, match="sparsity_m_by_n"):
+            pruning.PruneLowMagnitude(keras.layers.Dense(2), sparsity_m_by_n=wrong_type)
+    assert pruning.PruneLowMagnitude(keras.layers.Dense(2), sparsity_m_by_n=[2, 4])
     with pytest.raises(TypeError, match="pruning_schedule"):
         pruning.PruneLowMagnitude(keras.layers.Dense(2), pruning_schedule=0.5)
 

@@ -122,17 +122,16 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT") -> bool:
 
 def check_m_by_n(m_by_n, strict=True, name="m_by_n") -> tuple[int, int]:
     """(m, n) as ints; 0 < m < n (`strict`, to make a mask) or 0 <= m <= n (to check one)."""
-    values = tuple(m_by_n) if isinstance(m_by_n, (tuple, list)) else ()
-    valid = len(values) == 2 and all(is_int(v) for v in values)
+    bounds = "0 < m < n" if strict else "0 <= m <= n"
+    expected = f"`{name}` must be two ints (m, n) with {bounds}, m zeros in every n values"
+    if not isinstance(m_by_n, (tuple, list)) or not all(is_int(v) for v in m_by_n):
+        raise TypeError(f"{expected}; got {m_by_n!r}.")
+    valid = len(m_by_n) == 2
     if valid:
-        m, n = (int(v) for v in values)
+        m, n = (int(v) for v in m_by_n)
         valid = 0 < m < n if strict else 0 <= m <= n
     if not valid:
-        bounds = "0 < m < n" if strict else "0 <= m <= n"
-        raise ValueError(
-            f"`{name}` must be two ints (m, n) with {bounds}, m zeros in every n values; "
-            f"got {m_by_n!r}."
-        )
+        raise ValueError(f"{expected}; got {m_by_n!r}.")
     return m, n
 
 
