@@ -318,7 +318,10 @@ def train(args):
     from keras_cka_sr import datasets, experiment
 
     _check_outputs(args, keras.backend.backend())
-    data = datasets.load(args.dataset, data_dir=args.data_dir)
+    try:
+        data = datasets.load(args.dataset, data_dir=args.data_dir)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        raise SystemExit(f"keras-cka-sr: error: {error}") from None
     if args.subset:
         data = data.subset(train=args.subset, test=max(args.subset // 4, 64))
     configs = _configs(args)

@@ -95,8 +95,19 @@ def _split(x, y, n_test, seed):
     return (x[train], y[train]), (x[test], y[test])
 
 
+def _embedded(name, data_dir):
+    """An embedded data set has no `data_dir` to read: refuse one rather than ignore it."""
+    if data_dir is not None:
+        raise ValueError(
+            f"`data_dir` is for the tensorflow-datasets data sets (mnist, cifar10, cifar100); "
+            f"{name!r} ships inside a package, so it reads no folder; got data_dir={data_dir!r}. "
+            "Leave it out."
+        )
+
+
 @DATASETS.register("mnist5k")
 def _mnist5k(data_dir, seed):
+    _embedded("mnist5k", data_dir)
     with gzip.open(mnist5k_path(), "rt") as handle:
         rows = handle.read().split()
     table = np.array([row.split(",") for row in rows], dtype=np.float32)
@@ -111,6 +122,7 @@ def _mnist5k(data_dir, seed):
 
 @DATASETS.register("digits")
 def _digits(data_dir, seed):
+    _embedded("digits", data_dir)
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:

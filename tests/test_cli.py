@@ -151,6 +151,8 @@ def test_bad_values_are_usage_errors_before_any_training(no_training, capsys, ex
         ),
         (["--output", "/proc/no/such/results.json"], "--output: cannot create folder"),
         (["--save", "model.h5"], "must end in .keras"),
+        (["--data-dir", "/tmp"], "'mnist5k' ships inside a package"),
+        (["--dataset", "cifar10", "--data-dir", "/tmp/none"], "cifar10 is not prepared"),
         (["--method", "oneshot", "--epochs", "1"], "`epochs` must be an int >= 2"),
         (
             ["--subset", "16", "--batch-size", "64"],

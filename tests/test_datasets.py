@@ -51,3 +51,9 @@ def test_missing_tfds_data_is_a_clear_error(tmp_path):
 def test_unknown_name():
     with pytest.raises(ValueError, match="name"):
         datasets.load("imagenet")
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "digits"])
+def test_embedded_data_sets_refuse_a_data_dir(name, tmp_path):
+    with pytest.raises(ValueError, match=f"data_dir.*{name!r} ships inside a package"):
+        datasets.load(name, data_dir=str(tmp_path))
