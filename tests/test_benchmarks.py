@@ -80,7 +80,7 @@ def test_gradient_monitor_cost_reports_both_times(tmp_path):
 
 
 def test_penalty_cap_cost_times_three_variants(tmp_path):
-    argv = common_args(tmp_path, 5) + ["--batch-size", "16", "--rounds", "1"]
+    argv = common_args(tmp_path, 2) + ["--batch-size", "16", "--rounds", "1"]
     payload = load("penalty_cap_cost").main(argv)
     assert set(payload["step_s"]) == {"no penalty", "CKA-SR", "CKA-SR + cap"}
     assert all(v > 0 for v in payload["step_s"].values()) and payload["capped_over_cka"] > 0

@@ -76,6 +76,10 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
 def test_rst_and_oneshot_smoke(tmp_path):
     argv = [
         "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
         "--subset",
         "128",
         "--seeds",
