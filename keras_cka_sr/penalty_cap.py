@@ -3,6 +3,10 @@
 `cap_penalty_gradients` is the math. The train steps below compute the two gradients apart
 (one forward pass, two backward passes) and apply the capped sum; `CKASRMixin` runs them
 when it has a `penalty_grad_cap`. Each mirrors the Keras train step of its backend.
+
+On TF and torch the second backward pass runs only when the penalty is not exactly 0: the
+steps that `every_n_steps`, `start_step` or a small batch skip add an exact 0 with zero
+gradient. JAX runs both on every step (see `_jax_train_step`).
 """
 
 from collections.abc import Sequence
@@ -81,16 +85,25 @@ def _tensorflow_train_step(model, data):
         loss = _compat.compute_loss(model, x, y, y_pred, sample_weight)
         penalty = _recorded_total(penalties, loss.dtype)
         _compat.track_loss(model, loss, x)
-        task, penalty = loss - penalty, penalty
+        task = loss - penalty
         if model.optimizer is not None:
             task, penalty = model.optimizer.scale_loss(task), model.optimizer.scale_loss(penalty)
     weights = model.trainable_weights
     if weights:
-        gradients = cap_penalty_gradients(
-            tape.gradient(task, weights), tape.gradient(penalty, weights), model.penalty_grad_cap
+        task_grads = [
+            tf.zeros_like(w) if g is None else g
+            for w, g in zip(weights, tape.gradient(task, weights))
+        ]
+
+        def backward():
+            grads = tape.gradient(penalty, weights)
+            return [tf.zeros_like(w) if g is None else g for w, g in zip(weights, grads)]
+
+        penalty_grads = tf.cond(
+            tf.not_equal(penalty, 0.0), backward, lambda: [tf.zeros_like(w) for w in weights]
         )
+        gradients = cap_penalty_gradients(task_grads, penalty_grads, model.penalty_grad_cap)
         model.optimizer.apply_gradients(zip(gradients, weights))
-    del tape
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
@@ -110,8 +123,11 @@ def _torch_train_step(model, data):
     weights = model.trainable_weights[:]
     if weights:
         values = [w.value for w in weights]
-        task_grads = _torch_grad(task, values, retain_graph=True)
-        penalty_grads = _torch_grad(penalty, values, retain_graph=False)
+        active = penalty.requires_grad and bool(penalty.detach() != 0)
+        task_grads = _torch_grad(task, values, retain_graph=active)
+        penalty_grads = _torch_grad(penalty, values, retain_graph=False) if active else None
+        if penalty_grads is None:
+            penalty_grads = [None] * len(values)
         gradients = cap_penalty_gradients(task_grads, penalty_grads, model.penalty_grad_cap)
         with torch.no_grad():
             model.optimizer.apply(gradients, weights)
@@ -154,6 +170,8 @@ def _jax_train_step(model, state, data):
     (task, penalty), backward, aux = jax.vjp(losses, trainable, has_aux=True)
     one, zero = ops.ones_like(task), ops.zeros_like(task)
     (task_grads,) = backward((one, zero))
+    # Both pullbacks on every step: under `lax.cond` the second one cost 7x a plain step on
+    # ResNet-20 (CPU), against 1.4x unconditionally (benchmarks/penalty_cap_cost.py).
     (penalty_grads,) = backward((zero, one))
     gradients = cap_penalty_gradients(task_grads, penalty_grads, model.penalty_grad_cap)
     unscaled_loss, y_pred, non_trainable, metrics_variables = aux
