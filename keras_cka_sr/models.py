@@ -53,10 +53,7 @@ class CKASRMixin:
     """
 
     def __init__(self, *args, penalty_grad_cap=None, **kwargs):
-        if penalty_grad_cap is not None:
-            penalty_grad_cap = check_float(
-                "penalty_grad_cap", penalty_grad_cap, 0.0, min_inclusive=False
-            )
+        penalty_grad_cap = _check_cap(penalty_grad_cap)
         super().__init__(*args, **kwargs)
         self.penalty_grad_cap = penalty_grad_cap
         self.cka_tracker = keras.metrics.Mean(name="cka_sr")
@@ -113,10 +110,13 @@ class CKASRModel(CKASRMixin, keras.Model):
         config = dict(config)
         cap = config.pop("penalty_grad_cap", None)
         model = super().from_config(config, custom_objects=custom_objects)
-        model.penalty_grad_cap = (
-            None if cap is None else check_float("penalty_grad_cap", cap, 0.0, min_inclusive=False)
-        )
+        model.penalty_grad_cap = _check_cap(cap)
         return model
+
+
+def _check_cap(cap):
+    """`penalty_grad_cap`: None, or a finite number > 0 (as a float)."""
+    return None if cap is None else check_float("penalty_grad_cap", cap, 0.0, min_inclusive=False)
 
 
 def attach_cka_loss(
@@ -148,8 +148,7 @@ def attach_cka_loss(
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
     if not _compat.is_graph_model(model):
         raise TypeError(SUBCLASSED_MODEL_HELP.format(name=model.name, cls=type(model).__name__))
-    if penalty_grad_cap is not None:
-        check_float("penalty_grad_cap", penalty_grad_cap, 0.0, min_inclusive=False)
+    _check_cap(penalty_grad_cap)
     if loss is None:
         loss = CKASimilarityLoss()
     if not callable(loss):
