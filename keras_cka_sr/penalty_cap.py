@@ -75,19 +75,26 @@ def train_step(model, *args):
     raise NotImplementedError(f"`penalty_grad_cap` is not supported on the {backend!r} backend.")
 
 
+def _forward(model, x, y, sample_weight):
+    """`(y_pred, task loss, penalty)` of a stateful (TF, torch) train step, both losses scaled
+    as the optimizer scales them; updates the `loss` metric."""
+    with recording_penalties() as penalties:
+        y_pred = model(x, training=True)
+    loss = _compat.compute_loss(model, x, y, y_pred, sample_weight)
+    penalty = _recorded_total(penalties, loss.dtype)
+    _compat.track_loss(model, loss, x)
+    task = loss - penalty
+    if model.optimizer is not None:
+        task, penalty = model.optimizer.scale_loss(task), model.optimizer.scale_loss(penalty)
+    return y_pred, task, penalty
+
+
 def _tensorflow_train_step(model, data):
     import tensorflow as tf
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape(persistent=True) as tape:
-        with recording_penalties() as penalties:
-            y_pred = model(x, training=True)
-        loss = _compat.compute_loss(model, x, y, y_pred, sample_weight)
-        penalty = _recorded_total(penalties, loss.dtype)
-        _compat.track_loss(model, loss, x)
-        task = loss - penalty
-        if model.optimizer is not None:
-            task, penalty = model.optimizer.scale_loss(task), model.optimizer.scale_loss(penalty)
+        y_pred, task, penalty = _forward(model, x, y, sample_weight)
     weights = model.trainable_weights
     if weights:
         task_grads = [
@@ -111,15 +118,7 @@ def _torch_train_step(model, data):
     import torch
 
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    with recording_penalties() as penalties:
-        y_pred = model(x, training=True)
-    model.zero_grad()
-    loss = _compat.compute_loss(model, x, y, y_pred, sample_weight)
-    penalty = _recorded_total(penalties, loss.dtype)
-    _compat.track_loss(model, loss, x)
-    task = loss - penalty
-    if model.optimizer is not None:
-        task, penalty = model.optimizer.scale_loss(task), model.optimizer.scale_loss(penalty)
+    y_pred, task, penalty = _forward(model, x, y, sample_weight)
     weights = model.trainable_weights[:]
     if weights:
         values = [w.value for w in weights]
