@@ -42,7 +42,7 @@ fi
 
 # 5. The BatchNorm ResNet-20 (width 16, the paper's) with the paper's recipe as given (lr 0.1:
 #    the recipe is for this model), CKA-SR on the 9 block outputs within their stages. About
-#    about 190 s per run on a 2-core CPU (9-10 s per epoch): 80 runs of 20 epochs are 4+ hours, so this
+#    170-200 s per run on a 2-core CPU (9-10 s per epoch): 80 runs of 20 epochs are 4+ hours, so this
 #    step spans sessions (each finished run is written; --resume skips it).
 if [[ $step == resnet ]]; then
   keras-cka-sr train --model resnet20 --method rst gmp --sparsity 0.9 0.95 0.98 0.99 \
