@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_cka_sr import _compat
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import check_sparsity
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule
@@ -90,9 +91,9 @@ def kernel_stats(model: keras.Model, small: float = 1e-3) -> dict:
     for layer in layers:
         if isinstance(layer, PruneLowMagnitude):
             for weight, mask in zip(layer.pruned_weights, layer.masks):
-                values.append(ops.convert_to_numpy(weight) * ops.convert_to_numpy(mask))
+                values.append(to_numpy(weight) * to_numpy(mask))
         elif registry.has_prunable_rule(layer) and layer.built and id(layer) not in wrapped:
-            values.extend(ops.convert_to_numpy(w) for w in registry.prunable_weights(layer))
+            values.extend(to_numpy(w) for w in registry.prunable_weights(layer))
     flat = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
     return {
         "sparsity": float(np.mean(flat == 0)) if flat.size else math.nan,

@@ -5,6 +5,7 @@ import warnings
 import keras
 
 from keras_cka_sr import _compat
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.policy import PruningPolicy
 from keras_cka_sr.pruning.schedules import default_schedule
@@ -173,7 +174,8 @@ def _clone_with_weights(model, clone_function):
     for old, new in pairs:
         if old is new:
             continue
-        _weight_holder(new, old).set_weights(_weight_holder(old, new).get_weights())
+        values = [to_numpy(w) for w in _weight_holder(old, new).weights]
+        _weight_holder(new, old).set_weights(values)
         if isinstance(old, PruneLowMagnitude) and isinstance(new, PruneLowMagnitude):
             new.callback_active = old.callback_active
     return clone

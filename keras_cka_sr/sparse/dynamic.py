@@ -13,8 +13,8 @@ import math
 
 import keras
 import numpy as np
-from keras import ops
 
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.sparse import masking
 from keras_cka_sr.sparse.scores import LossGradients
@@ -96,7 +96,7 @@ class DynamicSparsity(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         self._slots = masking.pruned_slots(model)
-        self._step = int(ops.convert_to_numpy(model.optimizer.iterations))
+        self._step = int(to_numpy(model.optimizer.iterations))
         total = (self.params or {}).get("steps") or 0
         total *= (self.params or {}).get("epochs") or 0
         self._end = self.end_step or max(int(0.75 * total), 1)
@@ -132,7 +132,7 @@ class DynamicSparsity(keras.callbacks.Callback):
             grown = (new > 0) & (old == 0)
             if grown.any():
                 variable = wrapper.pruned_weights[i]
-                value = ops.convert_to_numpy(variable)
+                value = to_numpy(variable)
                 value[grown] = 0.0
                 variable.assign(value)
         masking.assign_masks(self._slots, new_masks)

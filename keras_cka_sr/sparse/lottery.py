@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-from keras import ops
 
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import check_bool, check_int, check_sparsity
 from keras_cka_sr.sparse import allocation as alloc
 from keras_cka_sr.sparse import masking
@@ -56,7 +56,7 @@ class RewindPoint(keras.callbacks.Callback):
 
 def model_weights(model) -> list[np.ndarray]:
     """Every variable of `model` in order, except the wrappers' masks, thresholds and steps."""
-    return [ops.convert_to_numpy(v) for v in _rewound_variables(model)]
+    return [to_numpy(v) for v in _rewound_variables(model)]
 
 
 def set_model_weights(model, weights: list[np.ndarray]) -> None:

@@ -5,8 +5,8 @@ import contextlib
 
 import keras
 import numpy as np
-from keras import ops
 
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 
@@ -33,14 +33,11 @@ def edge_indices(slots, keep_first_last_dense: bool) -> list[int]:
 
 def effective_weights(slots) -> list[np.ndarray]:
     """`weight * mask` of every slot, as NumPy arrays."""
-    return [
-        ops.convert_to_numpy(w.pruned_weights[i]) * ops.convert_to_numpy(w.masks[i])
-        for w, i in slots
-    ]
+    return [to_numpy(w.pruned_weights[i]) * to_numpy(w.masks[i]) for w, i in slots]
 
 
 def current_masks(slots) -> list[np.ndarray]:
-    return [ops.convert_to_numpy(w.masks[i]) for w, i in slots]
+    return [to_numpy(w.masks[i]) for w, i in slots]
 
 
 RESCALE = ("none", "density", "norm")
@@ -67,7 +64,7 @@ def assign_masks(slots, masks, rescale: str = "none", dense_norms=None) -> dict[
         density = float(np.sum(mask, dtype=np.float64)) / mask.size
         if rescale != "none" and density > 0:
             weight = wrapper.pruned_weights[i]
-            value = ops.convert_to_numpy(weight)
+            value = to_numpy(weight)
             if rescale == "density":
                 factor = 1.0 / np.sqrt(density)
             else:
