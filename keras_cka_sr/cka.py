@@ -14,7 +14,8 @@ Both are written as an inner product of (U- or double-) centered Gram matrices,
 `HSIC(K, L) ∝ <C(K), C(L)>_F`, so each layer's Gram matrix is computed once and reused
 for every pair. When features are narrower than the batch, the same quantities are
 computed in feature space instead (`||X^T Y||_F^2` plus O(n d) corrections), which is
-cheaper; `method="auto"` picks the cheaper form from the static shapes.
+cheaper; `method="auto"` picks the cheaper form from the static shapes, or, when the
+batch size is known only at run time (TF graphs), branches on it at run time.
 
 Numerics: features are cast to at least float32 (float16 Grams overflow) and shifted
 to a mean of the order of their spread before any product (column-centered in feature
@@ -74,21 +75,26 @@ def cka_matrix(
     count = len(features)
     pairs = [(i, j) for i in range(count) for j in range(i + 1, count)]
     features, dtype, method = _resolve(features, pairs, unbiased, method)
-    if method == "gram":
+
+    def gram():
         return _gram_cka_matrix(features, unbiased, epsilon, dtype)
-    hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
-    diag = _normalize(self_hsic, self_hsic, self_hsic, epsilon)
-    # Constant 0/1 maps place the diagonal and both triangles: no scatter needed.
-    place_diag = np.zeros((count * count, count))
-    place_diag[np.arange(count) * (count + 1), np.arange(count)] = 1.0
-    flat = ops.matmul(ops.convert_to_tensor(place_diag, diag.dtype), diag)
-    if pairs:
-        off = _pair_cka(hsic, self_hsic, pairs, epsilon)
-        place_off = np.zeros((count * count, len(pairs)))
-        for k, (i, j) in enumerate(pairs):
-            place_off[i * count + j, k] = place_off[j * count + i, k] = 1.0
-        flat = flat + ops.matmul(ops.convert_to_tensor(place_off, off.dtype), off)
-    return ops.reshape(flat, (count, count))
+
+    def feature():
+        hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
+        diag = _normalize(self_hsic, self_hsic, self_hsic, epsilon)
+        # Constant 0/1 maps place the diagonal and both triangles: no scatter needed.
+        place_diag = np.zeros((count * count, count))
+        place_diag[np.arange(count) * (count + 1), np.arange(count)] = 1.0
+        flat = ops.matmul(ops.convert_to_tensor(place_diag, diag.dtype), diag)
+        if pairs:
+            off = _pair_cka(hsic, self_hsic, pairs, epsilon)
+            place_off = np.zeros((count * count, len(pairs)))
+            for k, (i, j) in enumerate(pairs):
+                place_off[i * count + j, k] = place_off[j * count + i, k] = 1.0
+            flat = flat + ops.matmul(ops.convert_to_tensor(place_off, off.dtype), off)
+        return ops.reshape(flat, (count, count))
+
+    return _by_method(method, features, pairs, gram, feature)
 
 
 def pairwise_cka(
@@ -107,11 +113,16 @@ def pairwise_cka(
     count = len(features)
     pairs = _check_pairs(pairs, count)
     features, dtype, method = _resolve(features, pairs, unbiased, method)
-    if method == "gram":
+
+    def gram():
         matrix = _gram_cka_matrix(features, unbiased, epsilon, dtype)
         return ops.take(ops.reshape(matrix, (-1,)), [i * count + j for i, j in pairs], axis=0)
-    hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
-    return _pair_cka(hsic, self_hsic, pairs, epsilon)
+
+    def feature():
+        hsic, self_hsic = _feature_hsic_terms(features, pairs, unbiased, dtype)
+        return _pair_cka(hsic, self_hsic, pairs, epsilon)
+
+    return _by_method(method, features, pairs, gram, feature)
 
 
 def min_samples(unbiased: bool) -> int:
@@ -127,15 +138,22 @@ def choose_method(
     Gram form: one `n x n` Gram per layer (`n^2 d_i`), then the `L x L` matrix of their
     inner products (`L^2 n^2`, whatever the pairs: it is one batched product). Feature
     form: a `d_i x d_j` cross-product per pair and per layer (`n d_i d_j`). An unknown
-    `num_samples` (None at trace time) picks Gram.
+    `num_samples` returns "gram"; the CKA functions then choose at run time instead
+    (a TF graph traced with batch `None` branches on the batch it gets).
     """
     if num_samples is None:
         return "gram"
-    n = num_samples
-    dims = list(feature_dims)
-    gram = sum(n * n * d for d in dims) + len(dims) ** 2 * n * n
-    feature = n * sum(d * d for d in dims) + n * sum(dims[i] * dims[j] for i, j in pairs)
-    return "feature" if feature < gram else "gram"
+    return "feature" if num_samples > _feature_break_even(feature_dims, pairs) else "gram"
+
+
+def _feature_break_even(feature_dims, pairs) -> float:
+    """The batch size above which the feature form is cheaper: with
+    `A = sum d_i^2 + sum_pairs d_i d_j` and `B = sum d_i + L^2`, feature costs `n A` and
+    Gram `n^2 B`."""
+    dims = [int(d) for d in feature_dims]
+    per_sample_feature = sum(d * d for d in dims) + sum(dims[i] * dims[j] for i, j in pairs)
+    per_sample_squared_gram = sum(dims) + len(dims) ** 2
+    return per_sample_feature / per_sample_squared_gram
 
 
 # --------------------------------------------------------------------------- internals
@@ -273,8 +291,21 @@ def _resolve(features, pairs, unbiased, method):
         if any(d is None for shape in shapes for d in shape):
             method = "gram"  # feature widths known only at run time: n x n is the safe size
         else:
-            method = choose_method([int(math.prod(s)) for s in shapes], n_static, pairs)
+            dims = [int(math.prod(s)) for s in shapes]
+            method = "dynamic" if n_static is None else choose_method(dims, n_static, pairs)
     return features, dtype, method
+
+
+def _by_method(method, features, pairs, gram, feature):
+    """`gram()` or `feature()`; "dynamic" branches on the run-time batch size, so memory
+    stays O(n d) where the feature form is cheaper (only the taken branch runs)."""
+    if method == "gram":
+        return gram()
+    if method == "feature":
+        return feature()
+    dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
+    n = ops.cast(ops.shape(features[0])[0], "float32")
+    return ops.cond(n > _feature_break_even(dims, pairs), feature, gram)
 
 
 def _gram_cka_matrix(features, unbiased, epsilon, dtype):
