@@ -75,3 +75,19 @@ def _range(minimum, maximum, min_inclusive=True, max_inclusive=True):
     if maximum is not None:
         return f" {'<=' if max_inclusive else '<'} {maximum}"
     return ""
+
+
+TORCH_COMPILE_MESSAGE = (
+    "{what} does not support `jit_compile=True` on the torch backend (torch.compile): "
+    "CKA-SR's penalty gradient comes out NaN and the pruning mask update fails on "
+    "torch.compile's dynamic-shape guards. Compile the model with `jit_compile=False` "
+    "(Keras' default on torch); the TensorFlow and JAX backends compile it with XLA."
+)
+
+
+def check_not_torch_compiled(model, what: str) -> None:
+    """A `ValueError` if `model` trains through torch.compile (torch, `jit_compile=True`)."""
+    import keras
+
+    if keras.backend.backend() == "torch" and getattr(model, "jit_compile", False) is True:
+        raise ValueError(TORCH_COMPILE_MESSAGE.format(what=what))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_cka_sr import _compat, penalty_cap
-from keras_cka_sr._validation import check_float
+from keras_cka_sr._validation import check_float, check_not_torch_compiled
 from keras_cka_sr.layers import CKARegularization
 from keras_cka_sr.losses import CKASimilarityLoss
 
@@ -50,6 +50,8 @@ class CKASRMixin:
     on every trainable tensor is scaled down to at most `penalty_grad_cap` times the task
     loss's gradient on it (norms per tensor; README "Safety"). The step then computes the
     two gradients apart: one forward and two backward passes. None: Keras' own train step.
+
+    On the torch backend, `jit_compile=True` (torch.compile) is refused when `fit` starts.
     """
 
     def __init__(self, *args, penalty_grad_cap=None, **kwargs):
@@ -57,6 +59,10 @@ class CKASRMixin:
         super().__init__(*args, **kwargs)
         self.penalty_grad_cap = penalty_grad_cap
         self.cka_tracker = keras.metrics.Mean(name="cka_sr")
+
+    def make_train_function(self, force=False):
+        check_not_torch_compiled(self, "CKA-SR")
+        return super().make_train_function(force=force)
 
     def train_step(self, *args):
         if self.penalty_grad_cap is None:
@@ -216,6 +222,13 @@ def _trace_taps(model, names):
             f"`layer_names` has names not found in model {model.name!r}: {unknown}. "
             f"Available layers: {sorted(available)}."
         )
+    inputs_named = [n for n in names if n in _input_layer_names(model)]
+    if inputs_named:
+        raise ValueError(
+            f"`layer_names` names the Input layer(s) {inputs_named} of model {model.name!r}: "
+            "their output is the input data, not a representation the model computes. "
+            "Tap the layers after them."
+        )
     tracer = _Tracer(set(names))
     inputs = [keras.Input(batch_shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs]
     structured_inputs = (
@@ -260,6 +273,12 @@ def parse_layer_names(layer_names) -> tuple[list[str], list[list[int]] | None]:
                 raise ValueError(
                     f"Each list in `layer_names` needs at least 2 layer names; got {list(group)}."
                 )
+            if len(set(group)) != len(group):
+                raise ValueError(
+                    f"A list in `layer_names` names a layer more than once: {list(group)}; "
+                    "a layer compared with itself has CKA 1 and adds nothing. Name each "
+                    "layer once per list."
+                )
             indices = []
             for n in group:
                 if n not in names:
@@ -293,6 +312,16 @@ def _layer_names(model):
         names.update(_aliases(layer))
         if _compat.is_graph_model(layer):
             names.update(_layer_names(layer))
+    return names
+
+
+def _input_layer_names(model):
+    names = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            names.add(layer.name)
+        elif _compat.is_graph_model(layer):
+            names.update(_input_layer_names(layer))
     return names
 
 
@@ -336,9 +365,12 @@ class _Tracer:
                         f"Layer {alias!r} is called more than once in the model, so its "
                         "output to tap is ambiguous. Tap a layer that is called once."
                     )
-                if isinstance(outputs, (list, tuple)):
+                if keras.tree.is_nested(outputs):
+                    kind = type(outputs).__name__
                     raise ValueError(
-                        f"Layer {alias!r} has several outputs; tap a layer with one output."
+                        f"Layer {alias!r} returns a {kind}, not one tensor; CKA compares one "
+                        "tensor per layer. Tap a layer that returns a single tensor (e.g. a "
+                        "layer applied to the output you want to compare)."
                     )
                 self.tapped[alias] = outputs
         return outputs
