@@ -1,6 +1,11 @@
 """Keras 3 magnitude pruning with tensorflow-model-optimization's API (TF, JAX, torch)."""
 
-from keras_cka_sr.pruning.callbacks import PruningSummaries, UpdatePruningStep
+from keras_cka_sr.pruning.callbacks import (
+    PruningSummaries,
+    UpdatePruningStep,
+    unfinished_schedules,
+    warn_unfinished_schedules,
+)
 from keras_cka_sr.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
 from keras_cka_sr.pruning.prune import prune_low_magnitude, prune_scope, strip_pruning
 from keras_cka_sr.pruning.registry import PrunableLayer
@@ -27,4 +32,6 @@ __all__ = [
     "prune_low_magnitude",
     "prune_scope",
     "strip_pruning",
+    "unfinished_schedules",
+    "warn_unfinished_schedules",
 ]

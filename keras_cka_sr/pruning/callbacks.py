@@ -1,11 +1,18 @@
 """Callbacks that drive pruning during `fit`, as tfmot's."""
 
+import warnings
+
 import keras
+import numpy as np
 from keras import ops
 
 from keras_cka_sr import _compat
+from keras_cka_sr._numpy import to_numpy
+from keras_cka_sr._validation import check_not_torch_compiled
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.wrapper import collect_prunable_layers
+
+_SPARSITY_TOLERANCE = 1e-3  # frequency grids end a little short of end_step: tiny shortfalls
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -13,16 +20,28 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     At train begin, a fresh model's step counters go from -1 to 0, so the first train
     step is pruning step 1 (as tfmot; the wrappers would start there on their own). At
-    each epoch end, the stored weights are set to `weight * mask`.
+    each epoch end, the stored weights are set to `weight * mask`. At train end, it warns
+    when a layer's schedule was not reached (`warn_unfinished_schedules`). In a custom
+    training loop, call `on_train_end()` after the last step for the same check.
+
+    The pruning step counts train steps (batches), as tfmot's: with an optimizer's
+    `gradient_accumulation_steps=k`, the weights change every k batches, and the
+    schedule's steps are still batches (`end_step = steps_per_epoch * epochs`).
+    The CKA-SR penalty's `every_n_steps` counts batches too.
     """
 
     def on_train_begin(self, logs=None):
         layers = collect_prunable_layers(self.model)
+        if layers:
+            check_not_torch_compiled(self.model, "Pruning (PruneLowMagnitude)")
         for layer in layers:
             registry.check_maskable(layer.layer)  # before fit takes the model's state
             layer.callback_active = True
-            if layer.built and int(ops.convert_to_numpy(layer.pruning_step)) == -1:
+            if layer.built and int(to_numpy(layer.pruning_step)) == -1:
                 layer.pruning_step.assign(0)
+
+    def on_train_end(self, logs=None):
+        warn_unfinished_schedules(self.model)
 
     def on_epoch_end(self, epoch=-1, logs=None, batch=None):
         # `batch`: tfmot's name for the first argument; its custom-loop recipe calls
@@ -70,11 +89,75 @@ class PruningSummaries(keras.callbacks.TensorBoard):
                 for weight, mask, threshold in zip(
                     layer.pruned_weights, layer.masks, layer.thresholds
                 ):
-                    sparsity = 1.0 - float(ops.convert_to_numpy(ops.mean(mask)))
+                    sparsity = 1.0 - float(to_numpy(ops.mean(mask)))
                     self.summary.scalar(f"{weight.path}/sparsity", sparsity, step=epoch)
                     self.summary.scalar(
                         f"{weight.path}/threshold",
-                        float(ops.convert_to_numpy(threshold)),
+                        float(to_numpy(threshold)),
                         step=epoch,
                     )
         writer.flush()
+
+
+def unfinished_schedules(model) -> list[dict]:
+    """The pruned layers of `model` whose schedule has not reached its target.
+
+    A layer is unfinished when its pruning step is before the schedule's last pruning
+    step, or when the schedule itself never reaches its target (e.g. a `frequency` larger
+    than `end_step - begin_step`: tfmot prunes at `begin_step` only). Each entry has the
+    layer's name, the step reached, the schedule's last pruning step, the masks' sparsity
+    now and the schedule's target. Layers with `sparsity_m_by_n` or a schedule whose
+    `end_state()` is None are not checked.
+    """
+    found = []
+    for layer in collect_prunable_layers(model):
+        if not layer.built or not layer.pruned_weights or layer.sparsity_m_by_n is not None:
+            continue
+        end = layer.pruning_schedule.end_state()
+        if end is None:
+            continue
+        last_step, sparsity_then, target = end
+        step = int(to_numpy(layer.pruning_step))
+        if step >= last_step and sparsity_then >= target - _SPARSITY_TOLERANCE:
+            continue
+        pruned = sum(float(to_numpy(ops.sum(1.0 - m))) for m in layer.masks)
+        total = sum(int(np.prod(m.shape)) for m in layer.masks)
+        found.append(
+            {
+                "layer": layer.name,
+                "step": max(step, 0),
+                "last_pruning_step": last_step,
+                "sparsity": pruned / total,
+                "target": target,
+                "schedule": layer.pruning_schedule,
+            }
+        )
+    return found
+
+
+def warn_unfinished_schedules(model) -> None:
+    """Warns once (for all layers) when `unfinished_schedules(model)` is not empty."""
+    found = unfinished_schedules(model)
+    if not found:
+        return
+    first = found[0]
+    more = len(found) - 1
+    others = f" (and {more} more layer{'s' if more > 1 else ''})" if more else ""
+    if first["step"] >= first["last_pruning_step"]:
+        cause = (
+            f"its schedule {first['schedule']!r} never gets there: its last pruning step, "
+            f"{first['last_pruning_step']}, sets a lower sparsity (is `frequency` larger "
+            "than `end_step - begin_step`?)"
+        )
+    else:
+        cause = (
+            f"training stopped at pruning step {first['step']}, before the schedule's last "
+            f"pruning step {first['last_pruning_step']} ({first['schedule']!r})"
+        )
+    warnings.warn(
+        f"Pruning did not reach its target: layer {first['layer']!r}{others} is at sparsity "
+        f"{first['sparsity']:.1%}, target {first['target']:.1%}: {cause}. Steps count "
+        "batches: set end_step to at most steps_per_epoch * epochs and frequency to at "
+        "most end_step - begin_step, or train longer (a later `fit` continues the schedule).",
+        stacklevel=2,
+    )

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from keras import ops
 
+from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import is_int
 
 POOLING_TYPES = ("AVG", "MAX")
@@ -41,6 +42,25 @@ def magnitude_mask(weights, sparsity):
     threshold = ops.take(ascending, ops.reshape(size - k, (1,)), axis=0)[0]
     mask = ops.cast(ops.greater_equal(magnitudes, threshold), weights.dtype)
     return ops.cast(threshold, weights.dtype), mask
+
+
+def check_block_size(shape, block_size, name="weight"):
+    """A `ValueError` unless blocks of `block_size` can prune a weight of `shape`: it must
+    be rank 2 once squeezed and hold more than one block (one block is kept whole)."""
+    shape = tuple(shape)
+    squeezed = tuple(d for d in shape if d != 1)
+    if len(squeezed) != 2:
+        raise ValueError(
+            f"Block pruning needs a weight that is rank 2 once squeezed; {name!r} has shape "
+            f"{shape}. Use block_size=(1, 1) for it."
+        )
+    rows, cols = squeezed
+    if math.ceil(rows / block_size[0]) * math.ceil(cols / block_size[1]) == 1:
+        raise ValueError(
+            f"block_size={tuple(block_size)} covers all of {name!r} (shape {shape}) in one "
+            "block, and the one block is always kept: nothing would be pruned. Use a "
+            f"block_size smaller than {squeezed} in at least one dimension."
+        )
 
 
 def block_magnitude_mask(weights, sparsity, block_size, pooling_type="AVG"):
@@ -109,9 +129,9 @@ def is_pruned_m_by_n(weights, m_by_n=(2, 4), last_channel="C_OUT") -> bool:
     """
     zeros, group = check_m_by_n(m_by_n, strict=False)
     if last_channel == "C_OUT":
-        rows = ops.convert_to_numpy(_input_channels_last(weights))
+        rows = to_numpy(_input_channels_last(weights))
     elif last_channel == "C_IN":
-        values = np.asarray(ops.convert_to_numpy(weights))
+        values = np.asarray(to_numpy(weights))
         rows = values.reshape(-1, values.shape[-1])
     else:
         raise ValueError(f"`last_channel` must be 'C_OUT' or 'C_IN'; got {last_channel!r}.")

@@ -54,6 +54,13 @@ class PruningSchedule(abc.ABC):
             config = config["config"]
         return cls(**config)
 
+    def end_state(self):
+        """`(step, sparsity, target)`: the last step at which the schedule prunes, the
+        sparsity it sets then, and the sparsity it aims at; None when unknown (the
+        default for custom schedules), which skips `UpdatePruningStep`'s end-of-training
+        check that the schedule was reached."""
+        return None
+
     def _nested(self, arguments):
         return {"class_name": type(self).__name__, "config": arguments}
 
@@ -91,6 +98,9 @@ class ConstantSparsity(PruningSchedule):
             self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency),
             ops.convert_to_tensor(self.target_sparsity, "float32"),
         )
+
+    def end_state(self):
+        return self.begin_step, self.target_sparsity, self.target_sparsity
 
     def get_config(self):
         return self._nested(
@@ -140,6 +150,15 @@ class PolynomialDecay(PruningSchedule):
             self._should_prune_in_step(step, self.begin_step, self.end_step, self.frequency),
             sparsity,
         )
+
+    def end_state(self):
+        # The last step in [begin_step, end_step] on the frequency grid: before end_step
+        # when the frequency does not divide the span (tfmot's rule, kept).
+        last = (
+            self.begin_step + (self.end_step - self.begin_step) // self.frequency * self.frequency
+        )
+        _, sparsity = self(ops.convert_to_tensor(last, "int32"))
+        return last, float(ops.convert_to_numpy(sparsity)), self.final_sparsity
 
     def get_config(self):
         return self._nested(

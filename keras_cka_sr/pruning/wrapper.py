@@ -45,8 +45,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     the first training step is step 1, as tfmot's `UpdatePruningStep` makes it) goes up
     by one, and when `pruning_schedule(step)` says so, each mask is recomputed from the
     masked weight: keep the largest |w|. A layer called twice in one forward pass (a
-    shared layer) steps once, so its schedule follows optimizer steps (tfmot's wrapper
-    steps on every call). The forward pass always uses `weight * mask`.
+    shared layer) steps once, so its schedule follows train steps, i.e. batches (tfmot's
+    wrapper steps on every call; with `gradient_accumulation_steps=k` the optimizer
+    updates once per k batches, and the schedule still counts batches). The forward pass
+    always uses `weight * mask`.
     Training without `UpdatePruningStep` warns (tfmot raises): an error inside a
     train step would leave a JAX model without its variables, and the callback is
     needed only to write the masked values into the stored weights at epoch ends.
@@ -74,6 +76,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(
                 "`layer` must be a Keras layer (prune a model with prune_low_magnitude); "
                 f"got {type(layer).__name__}."
+            )
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(
+                f"Layer {layer.layer.name!r} is already wrapped (by {layer.name!r}); a layer is "
+                "pruned by one wrapper. Pass the wrapper as it is, or wrap `wrapper.layer` "
+                "with the new schedule instead."
             )
         if not registry.supports(layer):
             raise ValueError(registry.unsupported_message(layer))
@@ -134,6 +142,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     stacklevel=2,
                 )
             self.pruned_weights = [w for w in self.pruned_weights if len(w.shape) in (2, 4)]
+        if self.block_size != (1, 1):
+            for weight in self.pruned_weights:
+                mask_math.check_block_size(weight.shape, self.block_size, weight.path)
         self._targets = [_locate(self.layer, w) for w in self.pruned_weights]
         self.masks, self.thresholds = [], []
         for weight in self.pruned_weights:
@@ -148,6 +159,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     trainable=False,
                     name=f"{short}_mask",
                     aggregation="only_first_replica",
+                    autocast=False,
                 )
             )
             self.thresholds.append(
@@ -158,6 +170,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                     trainable=False,
                     name=f"{short}_threshold",
                     aggregation="only_first_replica",
+                    autocast=False,
                 )
             )
         self.pruning_step = self.add_weight(
