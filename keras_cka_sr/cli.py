@@ -5,7 +5,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -324,6 +326,7 @@ def train(args):
         raise SystemExit(f"keras-cka-sr: error: {error}") from None
     if args.subset:
         data = data.subset(train=args.subset, test=max(args.subset // 4, 64))
+    _check_unique(args)
     configs = _configs(args)
     checked = set()
     for config in configs:
@@ -377,8 +380,9 @@ def train(args):
         results.append(result)
         if args.output:
             _write_results(args.output, args.dataset, keras.backend.backend(), others + results)
-    if args.output and (skipped or others):
-        # Runs read after the last trained one are written too.
+    if args.output and skipped < len(configs) and (skipped or others):
+        # Runs read after the last trained one are written too. A resume that trained
+        # nothing leaves the file as it is.
         _write_results(args.output, args.dataset, keras.backend.backend(), others + results)
     summary = summarize(results)
     print(f"\n{format_table(summary)}")
@@ -423,12 +427,49 @@ def _run_key(config):
 
 
 def _finished_runs(path):
-    """Runs already written to `path` by an earlier (interrupted) invocation, by key."""
+    """Runs already written to `path` by an earlier (interrupted) invocation, by key.
+
+    A file that is not a results file of this command is refused (and left untouched)."""
     if not os.path.exists(path):
         return {}
-    with open(path) as handle:
-        runs = json.load(handle).get("runs", [])
+
+    def fail(what):
+        raise SystemExit(
+            f"keras-cka-sr: error: --resume: {path!r} is not a results file of "
+            f"keras-cka-sr train ({what}); it was left untouched. Give another --output, "
+            "or move the file away to start afresh."
+        )
+
+    try:
+        with open(path) as handle:
+            payload = json.load(handle)
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"cannot read it: {error}")
+    except json.JSONDecodeError as error:
+        fail(f"not valid JSON: {error}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
+        fail('expected a JSON object with a "runs" list')
+    runs = payload["runs"]
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+            fail(f'run {index} has no "config" object')
     return {_run_key(run["config"]): run for run in runs}
+
+
+def _check_unique(args):
+    """Values listed twice would train the same runs twice (and pair a seed with itself)."""
+    for flag, values in (
+        ("--method", args.method),
+        ("--sparsity", args.sparsity),
+        ("--cka-weight", args.cka_weight),
+        ("--seeds", args.seeds),
+    ):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise SystemExit(
+                f"keras-cka-sr: error: {flag} lists {', '.join(map(str, repeated))} more "
+                "than once; give each value once."
+            )
 
 
 def _configs(args):
@@ -559,13 +600,42 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def main(argv=None):
-    """Entry point of `keras-cka-sr`; returns the exit status (1 if a run is not finite)."""
+    """Entry point of `keras-cka-sr`; returns the exit status: 1 if a run is not finite,
+    130 if interrupted (the runs finished before are in --output, which stays valid)."""
     args = build_parser().parse_args(argv)
-    if args.command == "train":
+    if args.command != "train":
+        return 0
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        # Recorded before raising: native code (e.g. a compiled step) may swallow the
+        # KeyboardInterrupt, and the run must still end as interrupted.
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main_thread else None
+    try:
         _, finite = train(args)
-        return 0 if finite else 1
-    return 0
+    except KeyboardInterrupt:
+        finite = True
+        interrupted.append(signal.SIGINT)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+    if interrupted:
+        where = (
+            f": the finished runs are in {args.output}; add --resume to go on"
+            if args.output
+            else ""
+        )
+        print(f"keras-cka-sr: interrupted{where}.", file=sys.stderr)
+        return INTERRUPTED
+    return 0 if finite else 1
 
 
 if __name__ == "__main__":

@@ -85,6 +85,14 @@ class RunConfig:
         self.rescale = check_bool("rescale", self.rescale)
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
         self.batch_size = check_int("batch_size", self.batch_size, 1)
+        needed = cka.min_samples(True)
+        if self.cka_weight > 0 and self.batch_size < needed:
+            raise ValueError(
+                f"batch_size={self.batch_size} is below the {needed} samples the unbiased "
+                "CKA estimator needs: every batch would add a penalty of 0, and a run with "
+                f"cka_weight={self.cka_weight:g} would train without CKA-SR. Use a batch "
+                f"size of at least {needed}, or cka_weight 0."
+            )
         self.learning_rate = check_float(
             "learning_rate", self.learning_rate, 0.0, min_inclusive=False
         )
