@@ -166,6 +166,9 @@ def test_bad_values_are_usage_errors_before_any_training(no_training, capsys, ex
             ["--distribute", "data-parallel" if keras.backend.backend() != "jax" else "mirrored"],
             "runs on the",
         ),
+        (["--batch-size", "3"], "batch_size=3 is below the 4 samples the unbiased CKA"),
+        (["--seeds", "0", "1", "0"], "--seeds lists 0 more than once"),
+        (["--sparsity", "0.9", "0.9"], "--sparsity lists 0.9 more than once"),
     ],
 )
 def test_bad_combinations_fail_before_any_training(no_training, extra, message):
@@ -332,6 +335,11 @@ def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     runs = json.loads(output.read_text())["runs"]
     # Seed 1, not asked for this time, stays in the file (a study grows one file).
     assert trained == [2] and [r["config"]["seed"] for r in runs] == [1, 2, 0]
+    # Resuming a finished study trains nothing and leaves the file byte for byte.
+    before = output.read_bytes()
+    trained.clear()
+    assert cli.main(argv + ["--resume"]) == 0
+    assert trained == [] and output.read_bytes() == before
 
 
 def test_resume_needs_output_and_excludes_save(no_training):
@@ -347,3 +355,59 @@ def test_paired_interval_matches_students_t():
     assert mean == pytest.approx(np.mean(gains)) and std == pytest.approx(np.std(gains, ddof=1))
     assert half == pytest.approx(4.303 * std / np.sqrt(3))  # t(0.975, df=2)
     assert math.isnan(cli.paired_interval([0.01])[2])
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{", "not valid JSON"),
+        ("[1, 2]", 'expected a JSON object with a "runs" list'),
+        ('{"runs": [[]]}', 'run 0 has no "config" object'),
+    ],
+)
+def test_resume_with_a_foreign_file_is_a_clear_error_and_leaves_it(
+    no_training, tmp_path, content, message
+):
+    output = tmp_path / "r.json"
+    output.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--output", str(output), "--resume"])
+    assert message in str(exit_info.value.code) and "left untouched" in str(exit_info.value.code)
+    assert output.read_text() == content
+
+
+def test_batch_size_3_without_cka_sr_is_allowed(no_training):
+    with pytest.raises(AssertionError, match="a run started training"):
+        cli.main(["train", "--batch-size", "3", "--cka-weight", "0"])
+
+
+INTERRUPT_ARGS = (
+    "train --dataset digits --model mlp --subset 128 --epochs 30 --method dense "
+    "--seeds 0 1 2 --cka-weight 0 --verbose 0"
+).split()
+
+
+def test_sigint_exits_130_and_leaves_valid_results(tmp_path):
+    """Ctrl-C during the second run: exit status 130, the first run in a valid file."""
+    import signal
+    import subprocess
+    import sys
+
+    output = tmp_path / "r.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "keras_cka_sr", *INTERRUPT_ARGS, "--output", str(output)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for line in process.stdout:
+            if "seed=1" in line:  # the second run has started; the first is written
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == cli.INTERRUPTED, err[-2000:]
+    assert "interrupted: the finished runs are in" in err
+    runs = json.loads(output.read_text())["runs"]
+    assert [r["config"]["seed"] for r in runs] == [0]

@@ -288,8 +288,8 @@ def test_tfmot_custom_training_loop_protocol_and_names(tmp_path):
 
 
 @pytest.mark.parametrize("run_eagerly", [False, True])
-def test_shared_layer_steps_once_per_optimizer_step(run_eagerly):
-    """A pruned layer called twice per forward pass follows optimizer steps, as an unshared
+def test_shared_layer_steps_once_per_train_step(run_eagerly):
+    """A pruned layer called twice per forward pass follows train steps, as an unshared
     one does (tfmot's wrapper steps on every call, so its schedule runs twice as fast)."""
     schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 12, frequency=4)
     shared = pruning.prune_low_magnitude(keras.layers.Dense(6, name="shared"), schedule)
