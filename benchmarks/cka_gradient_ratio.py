@@ -27,8 +27,9 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, datasets, pruning, zoo
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning
     from keras_cka_sr import sparse_training as st
+    from keras_cka_sr.app import datasets, zoo
     from keras_cka_sr.callbacks import CKAGradientMonitor
 
     data = datasets.load("mnist5k")

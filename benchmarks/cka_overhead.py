@@ -43,7 +43,8 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, zoo
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss
+    from keras_cka_sr.app import zoo
 
     batch = args.batch_size
     rng = np.random.default_rng(0)

@@ -25,7 +25,8 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning, zoo
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning
+    from keras_cka_sr.app import zoo
     from keras_cka_sr.callbacks import CKAGradientMonitor
 
     shape = (28, 28, 1) if args.model == "lenet5" else (32, 32, 3)

@@ -31,7 +31,8 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import pruning, sparse, sparse_training, zoo
+    from keras_cka_sr import pruning, sparse, sparse_training
+    from keras_cka_sr.app import zoo
 
     shape = (32, 32, 3) if args.model == "resnet20" else (28, 28, 1)
     rng = np.random.default_rng(0)

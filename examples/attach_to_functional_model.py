@@ -8,7 +8,7 @@ import argparse
 import keras
 
 import keras_cka_sr
-from keras_cka_sr import datasets
+from keras_cka_sr.app import datasets
 
 
 def main(argv=None):

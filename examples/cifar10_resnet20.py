@@ -9,7 +9,7 @@ The paper reports 84.16 -> 85.03 at sparsity 0.95 with beta 8e-4 (160 epochs, SG
 
 import argparse
 
-from keras_cka_sr import datasets, experiment
+from keras_cka_sr.app import datasets, experiment
 
 
 def main(argv=None):

@@ -10,7 +10,8 @@ import keras
 import numpy as np
 
 import keras_cka_sr
-from keras_cka_sr import datasets, pruning, zoo
+from keras_cka_sr import pruning
+from keras_cka_sr.app import datasets, zoo
 
 
 def main(argv=None):

@@ -27,8 +27,8 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_cka_sr import datasets
 from keras_cka_sr import pruning as sparsity  # was: tfmot.sparsity.keras
+from keras_cka_sr.app import datasets
 
 
 def get_gzipped_model_size(file):

@@ -13,7 +13,7 @@ import argparse
 import keras
 
 import keras_cka_sr
-from keras_cka_sr import datasets
+from keras_cka_sr.app import datasets
 
 
 class ConvNet(keras_cka_sr.CKASRMixin, keras.Model):

@@ -1,5 +1,5 @@
 import sys
 
-from keras_cka_sr.cli import main
+from keras_cka_sr.app.cli import main
 
 sys.exit(main())

@@ -169,7 +169,7 @@ def cap_scope():
 
 
 def cli(distribute):
-    from keras_cka_sr import cli as main_job
+    from keras_cka_sr.app import cli as main_job
 
     status = main_job.main(
         [

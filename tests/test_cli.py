@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cka_sr import cli
+from keras_cka_sr.app import cli
 
 pytest.importorskip("mlxtend")
 
@@ -115,7 +115,7 @@ def test_bad_arguments_exit_with_usage():
 @pytest.fixture
 def no_training(monkeypatch):
     """Fails the test if any run starts: errors must come before training."""
-    from keras_cka_sr import experiment
+    from keras_cka_sr.app import experiment
 
     def refuse(*args, **kwargs):
         raise AssertionError("a run started training")
@@ -276,7 +276,7 @@ def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():
 
 
 def test_every_method_is_a_cli_choice():
-    from keras_cka_sr import experiment
+    from keras_cka_sr.app import experiment
 
     args = cli.build_parser().parse_args(["train", "--method", *experiment.METHODS.names()])
     assert {c.method for c in cli._configs(args)} == set(experiment.METHODS.names())
@@ -295,7 +295,7 @@ def test_every_method_is_a_cli_choice():
 
 
 def test_resume_skips_finished_runs(tmp_path, monkeypatch):
-    from keras_cka_sr import experiment
+    from keras_cka_sr.app import experiment
 
     output = tmp_path / "r.json"
     argv = [

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_cka_sr import datasets
+from keras_cka_sr.app import datasets
 
 
 @pytest.fixture(scope="module")

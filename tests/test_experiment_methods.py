@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cka_sr import datasets, experiment, recipes, zoo
+from keras_cka_sr.app import datasets, experiment, recipes, zoo
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-import keras_cka_sr
 from keras_cka_sr import (
     CKARegularization,
     CKASimilarityLoss,
@@ -288,44 +287,12 @@ def test_regularization_layer_rejects_non_callable_loss():
         CKARegularization(loss=3)
 
 
-def test_public_api():
-    from keras_cka_sr import callbacks, layers, losses, models
-
-    assert keras_cka_sr.CKASimilarityLoss is losses.CKASimilarityLoss
-    assert keras_cka_sr.CKARegularization is layers.CKARegularization
-    assert keras_cka_sr.attach_cka_loss is models.attach_cka_loss
-    assert keras_cka_sr.feature_model is models.feature_model
-    assert keras_cka_sr.CKAMonitor is callbacks.CKAMonitor
-    assert keras_cka_sr.CKASRModel is models.CKASRModel
-    assert set(keras_cka_sr.__all__) <= set(dir(keras_cka_sr))
-    assert isinstance(keras_cka_sr.__version__, str) and keras_cka_sr.__version__[0].isdigit()
-
-
 def test_loss_configs_saved_by_0_1_0_still_load():
     """0.1.0 saved an unused `name`; the argument is gone, old configs load."""
     config = dict(CKASimilarityLoss(weight=2e-4).get_config(), name="cka_sr")
     assert CKASimilarityLoss.from_config(config).weight == 2e-4
     with pytest.raises(TypeError, match="name"):
         CKASimilarityLoss(name="penalty")
-
-
-def test_no_private_keras_outside_the_compat_module():
-    import pathlib
-    import re
-
-    package = pathlib.Path(keras_cka_sr.__file__).parent
-    private = re.compile(
-        r"keras\.src|\._flatten_layers|\._inputs_struct|\._run_through_graph"
-        r"|\._standardize_inputs|\._train_writer|\._(query|key|value|output)_dense"
-    )
-    offenders = [
-        f"{path.relative_to(package)}:{number}"
-        for path in package.rglob("*.py")
-        if path.name != "_compat.py"
-        for number, line in enumerate(path.read_text().splitlines(), 1)
-        if private.search(line)
-    ]
-    assert offenders == []
 
 
 def test_start_step_warm_up_in_compiled_train_step():

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cka_sr import pruning, sparse_training, zoo
+from keras_cka_sr import pruning, sparse_training
+from keras_cka_sr.app import zoo
 from keras_cka_sr.callbacks import CKAMonitor
 
 

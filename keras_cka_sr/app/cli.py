@@ -44,7 +44,8 @@ def build_parser():
         help="train sparse models with and without CKA-SR and compare them",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    from keras_cka_sr import datasets, experiment, recipes, sparse, zoo
+    from keras_cka_sr import sparse
+    from keras_cka_sr.app import datasets, experiment, recipes, zoo
 
     positive = _typed(check_int, minimum=1)
     train.add_argument("--dataset", default="mnist5k", choices=datasets.DATASETS.names())
@@ -317,7 +318,7 @@ def train(args):
     """
     import keras
 
-    from keras_cka_sr import datasets, experiment
+    from keras_cka_sr.app import datasets, experiment
 
     _check_outputs(args, keras.backend.backend())
     try:
@@ -401,7 +402,7 @@ def train(args):
         last_model.export(args.export, format="tf_saved_model", verbose=False)
         print(f"exported: {args.export}")
     if args.plots:
-        from keras_cka_sr import plots
+        from keras_cka_sr.app import plots
 
         for path in plots.write_all(results, summary, args.plots):
             print(f"plot: {path}")
@@ -419,7 +420,7 @@ def train(args):
 def _run_key(config):
     """A run's identity: its configuration without the console verbosity. Fields a
     result file predates count at their defaults, so older studies resume."""
-    from keras_cka_sr import experiment
+    from keras_cka_sr.app import experiment
 
     full = {f.name: f.default for f in dataclasses.fields(experiment.RunConfig)}
     full.update(config)
@@ -474,7 +475,7 @@ def _check_unique(args):
 
 def _configs(args):
     """Every run's `RunConfig`, in run order; invalid values raise before any training."""
-    from keras_cka_sr import experiment, recipes
+    from keras_cka_sr.app import experiment, recipes
 
     betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
     preset = recipes.PAPER if args.recipe == "paper" else {}

@@ -8,12 +8,13 @@ import time
 import keras
 import numpy as np
 
-from keras_cka_sr import cka, pruning, recipes, sparse, sparse_training, zoo
+from keras_cka_sr import cka, pruning, sparse, sparse_training
 from keras_cka_sr._validation import check_bool, check_float, check_int
+from keras_cka_sr.app import recipes, zoo
+from keras_cka_sr.app.registry import Registry
 from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
-from keras_cka_sr.registry import Registry
 
 # method(config, data, base_model, train) -> the trained model; `train(model, epochs,
 # initial_epoch=0, callbacks=())` compiles a fresh optimizer and fits (with CKA-SR when

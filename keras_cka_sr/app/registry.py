@@ -2,7 +2,7 @@
 
 Adding one is one function and one decorator::
 
-    from keras_cka_sr import zoo
+    from keras_cka_sr.app import zoo
 
     @zoo.MODELS.register("tiny_cnn")
     def tiny_cnn(input_shape, num_classes, width):
