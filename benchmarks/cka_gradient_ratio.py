@@ -27,8 +27,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning
-    from keras_cka_sr import sparse_training as st
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning, sparse
     from keras_cka_sr.app import datasets, zoo
     from keras_cka_sr.callbacks import CKAGradientMonitor
 
@@ -45,8 +44,8 @@ def main(argv=None):
                 groups = zoo.tap_groups(base)
                 model = base
                 if sparsity > 0:
-                    model = pruning.prune_low_magnitude(base, st.StaticMask(sparsity))
-                    st.set_random_masks(model, sparsity, seed=seed, rescale=rescale)
+                    model = pruning.prune_low_magnitude(base, pruning.StaticMask(sparsity))
+                    sparse.set_random_masks(model, sparsity, seed=seed, rescale=rescale)
                 attached = attach_cka_loss(model, groups, loss)
                 attached.compile(
                     "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -31,7 +31,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import pruning, sparse, sparse_training
+    from keras_cka_sr import pruning, sparse
     from keras_cka_sr.app import zoo
 
     shape = (32, 32, 3) if args.model == "resnet20" else (28, 28, 1)
@@ -43,7 +43,7 @@ def main(argv=None):
     def fresh():
         keras.utils.set_random_seed(0)
         base = zoo.build(args.model, shape, 10, resnet_width=16)
-        model = pruning.prune_low_magnitude(base, sparse_training.StaticMask(args.sparsity))
+        model = pruning.prune_low_magnitude(base, pruning.StaticMask(args.sparsity))
         sparse.prune_at_initialization(model, "random", args.sparsity)
         return model
 

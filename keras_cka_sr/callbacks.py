@@ -164,7 +164,7 @@ class CKAGradientMonitor(keras.callbacks.Callback):
             warnings.warn(
                 f"CKA-SR's gradient is {ratios[worst]:.3g}x the task loss's on {worst} "
                 f"(warn_above={self.warn_above:g}): the penalty, not the task, steers that "
-                "kernel. Consider rescaling sparse initial weights (set_random_masks("
+                "kernel. Consider rescaling sparse initial weights (sparse.set_random_masks("
                 "rescale=True)), a warm-up (CKASimilarityLoss(start_step=...)), a cap "
                 "(attach_cka_loss(..., penalty_grad_cap=0.1)) or a smaller weight.",
                 stacklevel=2,

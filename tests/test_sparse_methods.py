@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cka_sr import pruning, sparse, sparse_training
+from keras_cka_sr import pruning, sparse
 from tests import sparse_oracle
 
 
@@ -12,7 +12,7 @@ def mlp(d=5, h=7, c=3, seed=0):
     inp = keras.Input((d,))
     x = keras.layers.Dense(h, activation="relu", bias_initializer="random_normal")(inp)
     out = keras.layers.Dense(c, bias_initializer="random_normal")(x)
-    return pruning.prune_low_magnitude(keras.Model(inp, out), sparse_training.StaticMask(0.5))
+    return pruning.prune_low_magnitude(keras.Model(inp, out), pruning.StaticMask(0.5))
 
 
 def weights(model):
@@ -147,7 +147,7 @@ def test_keep_first_last_dense():
     x = keras.layers.Dense(30, activation="relu")(inp)
     x = keras.layers.Dense(30, activation="relu")(x)
     model = keras.Model(inp, keras.layers.Dense(3)(x))
-    model = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.5))
+    model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.5))
     x, y = data(d=20)
     densities = sparse.prune_at_initialization(model, "snip", 0.5, x, y, keep_first_last_dense=True)
     first, middle, last = densities.values()

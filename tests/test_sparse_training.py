@@ -3,26 +3,26 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cka_sr import pruning, sparse_training
+from keras_cka_sr import pruning, sparse
 from keras_cka_sr.app import zoo
 from keras_cka_sr.callbacks import CKAMonitor
 
 
 def test_erk_densities_reach_overall_sparsity_and_favour_small_layers():
     shapes = [(5, 5, 1, 6), (5, 5, 6, 16), (400, 120), (120, 84), (84, 10)]
-    densities = sparse_training.erk_densities(shapes, 0.95)
+    densities = sparse.erk_densities(shapes, 0.95)
     sizes = np.array([np.prod(s) for s in shapes])
     assert np.sum(np.array(densities) * sizes) / sizes.sum() == pytest.approx(0.05, rel=1e-9)
     assert all(0 < d <= 1 for d in densities)
     assert densities[0] == max(densities) and densities[2] < densities[4]
     # At lower sparsity the small first layer would exceed density 1: it is kept dense.
-    assert sparse_training.erk_densities(shapes, 0.5)[0] == 1.0
+    assert sparse.erk_densities(shapes, 0.5)[0] == 1.0
 
 
 def test_random_static_masks_are_fixed_during_training():
     model = zoo.lenet5((28, 28, 1), 10)
-    pruned = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.9))
-    sparse_training.set_random_masks(pruned, 0.9, seed=3)
+    pruned = pruning.prune_low_magnitude(model, pruning.StaticMask(0.9))
+    sparse.set_random_masks(pruned, 0.9, seed=3)
     before = [
         ops.convert_to_numpy(m).copy()
         for w in pruning.collect_prunable_layers(pruned)
@@ -43,7 +43,7 @@ def test_random_static_masks_are_fixed_during_training():
     ]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
-    stats = sparse_training.kernel_stats(pruning.strip_pruning(pruned))
+    stats = sparse.kernel_stats(pruning.strip_pruning(pruned))
     assert stats["sparsity"] == pytest.approx(0.9, abs=1e-3)
 
 
@@ -93,13 +93,13 @@ def test_cka_monitor_mean_is_over_the_pairs_the_loss_sums():
 @pytest.mark.parametrize("distribution", ["erk", "uniform"])
 def test_rescale_keeps_each_layers_output_scale(distribution):
     model = zoo.mlp((8, 8, 1), 3, width=64)
-    pruned = pruning.prune_low_magnitude(model, sparse_training.StaticMask(0.9))
+    pruned = pruning.prune_low_magnitude(model, pruning.StaticMask(0.9))
     before = [
         ops.convert_to_numpy(w).copy()
         for wrapper in pruning.collect_prunable_layers(pruned)
         for w in wrapper.pruned_weights
     ]
-    sparse_training.set_random_masks(pruned, 0.9, seed=1, distribution=distribution, rescale=True)
+    sparse.set_random_masks(pruned, 0.9, seed=1, distribution=distribution, rescale=True)
     wrappers = pruning.collect_prunable_layers(pruned)
     pairs = [(w, i) for w in wrappers for i in range(len(w.pruned_weights))]
     for (wrapper, i), original in zip(pairs, before):
@@ -117,8 +117,6 @@ def test_rescale_keeps_each_layers_output_scale(distribution):
 
 
 def test_rescale_must_be_a_bool():
-    model = pruning.prune_low_magnitude(
-        zoo.mlp((8, 8, 1), 3, width=8), sparse_training.StaticMask(0.5)
-    )
+    model = pruning.prune_low_magnitude(zoo.mlp((8, 8, 1), 3, width=8), pruning.StaticMask(0.5))
     with pytest.raises(TypeError, match="rescale"):
-        sparse_training.set_random_masks(model, 0.5, rescale="yes")
+        sparse.set_random_masks(model, 0.5, rescale="yes")

@@ -8,7 +8,7 @@ import time
 import keras
 import numpy as np
 
-from keras_cka_sr import cka, pruning, sparse, sparse_training
+from keras_cka_sr import cka, pruning, sparse
 from keras_cka_sr._validation import check_bool, check_float, check_int
 from keras_cka_sr.app import recipes, zoo
 from keras_cka_sr.app.registry import Registry
@@ -215,7 +215,7 @@ def run(config, data) -> RunResult:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
     _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
-    stats = sparse_training.kernel_stats(final)
+    stats = sparse.kernel_stats(final)
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
     finite = (
@@ -362,7 +362,7 @@ def _allocation(config, default):
 
 
 def _static(base, config):
-    return pruning.prune_low_magnitude(base, sparse_training.StaticMask(config.sparsity))
+    return pruning.prune_low_magnitude(base, pruning.StaticMask(config.sparsity))
 
 
 @METHODS.register("dense")

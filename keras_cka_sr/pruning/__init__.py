@@ -14,6 +14,7 @@ from keras_cka_sr.pruning.schedules import (
     GradualMagnitude,
     PolynomialDecay,
     PruningSchedule,
+    StaticMask,
 )
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
@@ -27,6 +28,7 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "StaticMask",
     "UpdatePruningStep",
     "collect_prunable_layers",
     "prune_low_magnitude",

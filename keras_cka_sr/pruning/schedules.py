@@ -8,6 +8,9 @@ The built-in ones reproduce tensorflow-model-optimization 0.8.1 exactly, in floa
 * `ConstantSparsity`: `s(t) = target_sparsity`;
 * `PolynomialDecay`: `p = clip((t - b) / (e - b), 0, 1)`,
   `s(t) = s_f + (s_i - s_f) (1 - p)^power`.
+
+`StaticMask` never updates the masks: for masks set otherwise (random static sparse
+training, pruning at initialization, lottery tickets, SET/RigL).
 """
 
 import abc
@@ -183,3 +186,20 @@ def GradualMagnitude(initial_sparsity, final_sparsity, begin_step, end_step, fre
     return PolynomialDecay(
         initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=frequency
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_cka_sr")
+class StaticMask(PruningSchedule):
+    """Never updates masks: they stay as set (e.g. by `set_random_masks`).
+
+    `sparsity` is the overall sparsity the masks were drawn for (reported, not used).
+    """
+
+    def __init__(self, sparsity):
+        self.sparsity = check_sparsity("sparsity", sparsity)
+
+    def __call__(self, step):
+        return ops.convert_to_tensor(False), ops.convert_to_tensor(self.sparsity, "float32")
+
+    def get_config(self):
+        return self._nested({"sparsity": self.sparsity})

@@ -1,6 +1,8 @@
 """Sparse training methods on the pruning wrapper's masks: layer-wise density allocation,
-pruning at initialization (SNIP, GraSP, SynFlow, random, magnitude), lottery tickets
-(iterative magnitude pruning with rewinding) and dynamic sparse training (SET, RigL)."""
+random static sparse training (`set_random_masks`), pruning at initialization (SNIP,
+GraSP, SynFlow, random, magnitude), lottery tickets
+(iterative magnitude pruning with rewinding), dynamic sparse training (SET, RigL) and
+`kernel_stats`."""
 
 from keras_cka_sr.sparse import dynamic, lottery
 from keras_cka_sr.sparse.allocation import (
@@ -13,7 +15,7 @@ from keras_cka_sr.sparse.allocation import (
 )
 from keras_cka_sr.sparse.dynamic import DynamicSparsity
 from keras_cka_sr.sparse.init_pruning import METHODS as INIT_METHODS
-from keras_cka_sr.sparse.init_pruning import prune_at_initialization
+from keras_cka_sr.sparse.init_pruning import prune_at_initialization, set_random_masks
 from keras_cka_sr.sparse.lottery import lottery_ticket
 from keras_cka_sr.sparse.scores import (
     dense_gradients,
@@ -22,6 +24,7 @@ from keras_cka_sr.sparse.scores import (
     snip_scores,
     synflow_scores,
 )
+from keras_cka_sr.sparse.stats import kernel_stats
 
 __all__ = [
     "ALLOCATIONS",
@@ -37,7 +40,9 @@ __all__ = [
     "layer_densities",
     "magnitude_scores",
     "masks_from_scores",
+    "kernel_stats",
     "prune_at_initialization",
+    "set_random_masks",
     "snip_scores",
     "synflow_scores",
     "total_kept",

@@ -1,5 +1,6 @@
 """Pruning at initialization: score the weights once (or, for SynFlow, over rounds), fix
-the masks, then train with them fixed (wrap with `sparse_training.StaticMask`)."""
+the masks, then train with them fixed (wrap with `pruning.StaticMask`). `set_random_masks`
+is random static sparse training (RST) with ERK or uniform layer densities."""
 
 import keras
 import numpy as np
@@ -100,3 +101,38 @@ def prune_at_initialization(
             masking.assign_masks(slots, masks)
     how = "none" if not rescale else ("density" if method == "random" else "norm")
     return masking.assign_masks(slots, masks, rescale=how, dense_norms=norms)
+
+
+def set_random_masks(
+    model: keras.Model,
+    sparsity: float,
+    seed: int = 0,
+    distribution: str = "erk",
+    rescale: bool = False,
+    keep_first_last_dense: bool = False,
+) -> dict[str, float]:
+    """Draws a random fixed mask for every pruned weight of `model`'s wrappers.
+
+    Layer densities are ERK or uniform for overall sparsity `sparsity`, with integer
+    counts that keep exactly `round((1 - sparsity) * N)` of the N pruned weights; the
+    stored weights are masked too. Returns the densities, by weight path.
+
+    `rescale=True` multiplies each weight's kept entries by `1 / sqrt(kept / size)`
+    (sparsity-aware initialization, as Evci et al. and Liu et al.): a layer's output then
+    has the variance it had dense. Without it, a net without normalization masked to 98%
+    shrinks its activations layer by layer (LeNet-5: 2e-2 at conv1 to 5e-5 at fc2), and
+    CKA-SR's gradient can then dominate the task's (README, "Safety").
+    """
+    if distribution not in alloc.DISTRIBUTIONS:
+        raise ValueError(
+            f"`distribution` must be one of {alloc.DISTRIBUTIONS}; got {distribution!r}."
+        )
+    return prune_at_initialization(
+        model,
+        "random",
+        sparsity,
+        allocation=distribution,
+        keep_first_last_dense=keep_first_last_dense,
+        rescale=rescale,
+        seed=seed,
+    )
