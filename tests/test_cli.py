@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cka_sr.app import cli
+from keras_cka_sr.app import cli, report
 
 pytest.importorskip("mlxtend")
 
@@ -351,10 +351,10 @@ def test_resume_needs_output_and_excludes_save(no_training):
 
 def test_paired_interval_matches_students_t():
     gains = [0.003, 0.013, 0.001]
-    mean, std, half = cli.paired_interval(gains)
+    mean, std, half = report.paired_interval(gains)
     assert mean == pytest.approx(np.mean(gains)) and std == pytest.approx(np.std(gains, ddof=1))
     assert half == pytest.approx(4.303 * std / np.sqrt(3))  # t(0.975, df=2)
-    assert math.isnan(cli.paired_interval([0.01])[2])
+    assert math.isnan(report.paired_interval([0.01])[2])
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from keras_cka_sr.app.cli import paired_interval
+from keras_cka_sr.app.report import paired_interval
 
 
 def load_runs(paths):
