@@ -3,7 +3,7 @@
 from importlib import metadata as _metadata
 
 from keras_cka_sr import cka
-from keras_cka_sr.callbacks import CKAMonitor
+from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.layers import CKARegularization
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import CKASRMixin, CKASRModel, attach_cka_loss, feature_model
@@ -14,6 +14,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that is no
     __version__ = "0+unknown"
 
 __all__ = [
+    "CKAGradientMonitor",
     "CKAMonitor",
     "CKARegularization",
     "CKASRMixin",

@@ -10,9 +10,11 @@ from keras import ops
 
 from keras_cka_sr import _compat, cka
 from keras_cka_sr._autodiff import compiled, gradients
+from keras_cka_sr._tapping import PAIRS, compared_pairs, parse_layer_names
 from keras_cka_sr._validation import check_float
-from keras_cka_sr.losses import PAIRS, CKASimilarityLoss, compared_pairs
-from keras_cka_sr.models import feature_model, parse_layer_names
+from keras_cka_sr.losses import CKASimilarityLoss
+from keras_cka_sr.models import feature_model
+from keras_cka_sr.pruning import registry
 
 
 class CKAMonitor(keras.callbacks.Callback):
@@ -201,8 +203,6 @@ class CKAGradientMonitor(keras.callbacks.Callback):
 
 def _kernel_indices(model):
     """(index into `model.trainable_variables`, path) of every prunable kernel."""
-    from keras_cka_sr.pruning import registry
-
     kernels = {}
     for layer in _compat.flatten_layers(model, include_self=False):
         if registry.has_prunable_rule(layer) and layer.built:

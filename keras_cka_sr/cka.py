@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 from keras import backend, ops
 
-METHODS = ("auto", "gram", "feature")
+FORMS = ("auto", "gram", "feature")
 DEFAULT_EPSILON = 1e-6
 # Centered norm below this fraction of the raw norm: zero variance.
 _ZERO_VARIANCE_RATIO = {"float32": 1e-5, "float64": 1e-12}
@@ -274,8 +274,8 @@ def _num_samples(features):
 
 def _resolve(features, pairs, unbiased, method):
     """Validates; returns the features as tensors, the compute dtype and the method."""
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    if method not in FORMS:
+        raise ValueError(f"`method` must be one of {FORMS}; got {method!r}.")
     n_static = _num_samples(features)
     needed = min_samples(unbiased)
     if n_static is not None and n_static < needed:

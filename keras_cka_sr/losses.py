@@ -6,14 +6,17 @@ import keras
 from keras import ops
 
 from keras_cka_sr import cka
+from keras_cka_sr._tapping import PAIRS, compared_pairs
 from keras_cka_sr._validation import check_bool, check_float, check_int, is_int
-
-PAIRS = ("all", "adjacent")
 
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
 class CKASimilarityLoss:
     """CKA-SR regularizer of Ni et al. (arXiv 2307.07389, 2023), as in their reference code.
+
+    Not a `keras.losses.Loss`: it takes the list of tapped feature tensors, not
+    `(y_true, y_pred)`, so it does not go to `compile(loss=...)`. It reaches training
+    through `add_loss`: `attach_cka_loss` or the `CKARegularization` layer add it for you.
 
     `value = weight * sum_g sum_{i != j in g} CKA(F_i, F_j)` over ordered pairs, i.e.
     `2 * weight * sum_{i < j}`. The paper's Eq. 11 (and the reference code) also add the
@@ -70,8 +73,8 @@ class CKASimilarityLoss:
         self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
         self.start_step = check_int("start_step", start_step, 0)
         self.epsilon = check_float("epsilon", epsilon, 0.0)
-        if method not in cka.METHODS:
-            raise ValueError(f"`method` must be one of {cka.METHODS}; got {method!r}.")
+        if method not in cka.FORMS:
+            raise ValueError(f"`method` must be one of {cka.FORMS}; got {method!r}.")
         self.groups = _check_groups(groups)
         self.pairs = pairs
         self.num_samples = num_samples
@@ -173,29 +176,6 @@ class CKASimilarityLoss:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"CKASimilarityLoss({args})"
-
-
-def compared_pairs(groups, num_features: int, pairs: str = "all"):
-    """The unordered (i, j) index pairs compared within `groups` (None: one group of all
-    `num_features`), all pairs or only neighbours by position ("adjacent")."""
-    if pairs not in PAIRS:
-        raise ValueError(f"`pairs` must be one of {PAIRS}; got {pairs!r}.")
-    groups = groups if groups is not None else [list(range(num_features))]
-    for group in groups:
-        for index in group:
-            if index >= num_features:
-                raise ValueError(
-                    f"`groups` refers to feature {index}, but only {num_features} "
-                    "features were given."
-                )
-    result = []
-    for group in groups:
-        for a in range(len(group)):
-            for b in range(a + 1, len(group)):
-                if pairs == "adjacent" and b - a != 1:
-                    continue
-                result.append((group[a], group[b]))
-    return result
 
 
 def _check_groups(groups):

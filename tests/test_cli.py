@@ -278,8 +278,10 @@ def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():
 def test_every_method_is_a_cli_choice():
     from keras_cka_sr.app import experiment
 
-    args = cli.build_parser().parse_args(["train", "--method", *experiment.METHODS.names()])
-    assert {c.method for c in cli._configs(args)} == set(experiment.METHODS.names())
+    args = cli.build_parser().parse_args(
+        ["train", "--method", *experiment.TRAINING_METHODS.names()]
+    )
+    assert {c.method for c in cli._configs(args)} == set(experiment.TRAINING_METHODS.names())
     assert {
         "dense",
         "gmp",
@@ -291,7 +293,7 @@ def test_every_method_is_a_cli_choice():
         "set",
         "rigl",
         "lth",
-    } <= set(experiment.METHODS.names())
+    } <= set(experiment.TRAINING_METHODS.names())
 
 
 def test_resume_skips_finished_runs(tmp_path, monkeypatch):

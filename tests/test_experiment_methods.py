@@ -33,7 +33,7 @@ def config(method, **overrides):
     return experiment.RunConfig(**values)
 
 
-@pytest.mark.parametrize("method", experiment.METHODS.names())
+@pytest.mark.parametrize("method", experiment.TRAINING_METHODS.names())
 def test_every_method_reaches_its_sparsity(method, digits):
     result = experiment.run(config(method), digits)
     expected = 0.0 if method == "dense" else 0.9

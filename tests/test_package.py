@@ -16,6 +16,7 @@ def test_public_api():
     assert keras_cka_sr.attach_cka_loss is models.attach_cka_loss
     assert keras_cka_sr.feature_model is models.feature_model
     assert keras_cka_sr.CKAMonitor is callbacks.CKAMonitor
+    assert keras_cka_sr.CKAGradientMonitor is callbacks.CKAGradientMonitor
     assert keras_cka_sr.CKASRModel is models.CKASRModel
     assert set(keras_cka_sr.__all__) <= set(dir(keras_cka_sr))
     assert isinstance(keras_cka_sr.__version__, str) and keras_cka_sr.__version__[0].isdigit()

@@ -51,7 +51,9 @@ def build_parser():
         "--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)"
     )
     train.add_argument("--model", default="lenet5", choices=zoo.MODELS.names())
-    train.add_argument("--method", nargs="+", default=["gmp"], choices=experiment.METHODS.names())
+    train.add_argument(
+        "--method", nargs="+", default=["gmp"], choices=experiment.TRAINING_METHODS.names()
+    )
     train.add_argument(
         "--sparsity",
         nargs="+",

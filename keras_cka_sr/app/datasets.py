@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from keras_cka_sr._validation import check_float, check_int
-from keras_cka_sr.app.registry import Registry
+from keras_cka_sr.app.builders import Registry
 
 # loader(data_dir, seed) -> ((x_train, y_train), (x_test, y_test), num_classes)
 DATASETS = Registry("dataset")

@@ -11,7 +11,7 @@ import numpy as np
 from keras_cka_sr import cka, pruning, sparse
 from keras_cka_sr._validation import check_bool, check_float, check_int
 from keras_cka_sr.app import recipes, zoo
-from keras_cka_sr.app.registry import Registry
+from keras_cka_sr.app.builders import Registry
 from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
@@ -19,7 +19,7 @@ from keras_cka_sr.models import attach_cka_loss
 # method(config, data, base_model, train) -> the trained model; `train(model, epochs,
 # initial_epoch=0, callbacks=())` compiles a fresh optimizer and fits (with CKA-SR when
 # config.cka_weight > 0). See the built-in methods at the end of this module.
-METHODS = Registry("method")
+TRAINING_METHODS = Registry("method")
 DISTRIBUTE = ("none", "mirrored", "data-parallel")
 _DISTRIBUTE_BACKEND = {"mirrored": "tensorflow", "data-parallel": "jax"}
 
@@ -61,7 +61,7 @@ class RunConfig:
     def __post_init__(self):
         if self.model not in zoo.MODELS:
             raise ValueError(f"`model` must be one of {zoo.MODELS.names()}; got {self.model!r}.")
-        METHODS.get(self.method)  # a ValueError naming the methods there are
+        TRAINING_METHODS.get(self.method)  # a ValueError naming the methods there are
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"`distribute` must be one of {DISTRIBUTE}; got {self.distribute!r}.")
         if self.method == "dense":
@@ -321,7 +321,7 @@ def _train(config, data):
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    model = METHODS.get(config.method)(config, data, base, train)
+    model = TRAINING_METHODS.get(config.method)(config, data, base, train)
     return model, monitor, history
 
 
@@ -365,13 +365,13 @@ def _static(base, config):
     return pruning.prune_low_magnitude(base, pruning.StaticMask(config.sparsity))
 
 
-@METHODS.register("dense")
+@TRAINING_METHODS.register("dense")
 def _dense(config, data, base, train):
     train(base, config.epochs)
     return base
 
 
-@METHODS.register("gmp")
+@TRAINING_METHODS.register("gmp")
 def _gmp(config, data, base, train):
     """Gradual magnitude pruning (Zhu & Gupta 2017): cubic schedule over the first 75% of
     training, masks updated 4 times per epoch."""
@@ -388,7 +388,7 @@ def _gmp(config, data, base, train):
     return model
 
 
-@METHODS.register("oneshot")
+@TRAINING_METHODS.register("oneshot")
 def _oneshot(config, data, base, train):
     """Dense for half the epochs, pruned once by magnitude, fine-tuned for the rest."""
     dense_epochs = config.epochs // 2
@@ -425,10 +425,10 @@ def _at_initialization(method):
     return build
 
 
-METHODS.register("rst")(_at_initialization("random"))
-METHODS.register("snip")(_at_initialization("snip"))
-METHODS.register("grasp")(_at_initialization("grasp"))
-METHODS.register("synflow")(_at_initialization("synflow"))
+TRAINING_METHODS.register("rst")(_at_initialization("random"))
+TRAINING_METHODS.register("snip")(_at_initialization("snip"))
+TRAINING_METHODS.register("grasp")(_at_initialization("grasp"))
+TRAINING_METHODS.register("synflow")(_at_initialization("synflow"))
 
 
 def _dynamic(method):
@@ -459,11 +459,11 @@ def _dynamic(method):
     return build
 
 
-METHODS.register("set")(_dynamic("set"))
-METHODS.register("rigl")(_dynamic("rigl"))
+TRAINING_METHODS.register("set")(_dynamic("set"))
+TRAINING_METHODS.register("rigl")(_dynamic("rigl"))
 
 
-@METHODS.register("lth")
+@TRAINING_METHODS.register("lth")
 def _lth(config, data, base, train):
     """Lottery ticket: lth_rounds rounds of iterative magnitude pruning, each of `epochs`
     epochs, rewinding to step lth_rewind (so lth_rounds + 1 times the training)."""

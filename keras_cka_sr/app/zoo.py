@@ -13,7 +13,7 @@
 import keras
 from keras import layers
 
-from keras_cka_sr.app.registry import Registry
+from keras_cka_sr.app.builders import Registry
 
 MODELS = Registry("model")  # builder(input_shape, num_classes, width) -> keras.Model
 

@@ -13,9 +13,12 @@ from keras_cka_sr.sparse.allocation import (
     masks_from_scores,
     total_kept,
 )
-from keras_cka_sr.sparse.dynamic import DynamicSparsity
-from keras_cka_sr.sparse.init_pruning import METHODS as INIT_METHODS
-from keras_cka_sr.sparse.init_pruning import prune_at_initialization, set_random_masks
+from keras_cka_sr.sparse.dynamic import DYNAMIC_METHODS, DynamicSparsity
+from keras_cka_sr.sparse.init_pruning import (
+    INIT_METHODS,
+    prune_at_initialization,
+    set_random_masks,
+)
 from keras_cka_sr.sparse.lottery import lottery_ticket
 from keras_cka_sr.sparse.scores import (
     dense_gradients,
@@ -28,6 +31,7 @@ from keras_cka_sr.sparse.stats import kernel_stats
 
 __all__ = [
     "ALLOCATIONS",
+    "DYNAMIC_METHODS",
     "DynamicSparsity",
     "dense_gradients",
     "dynamic",

@@ -19,7 +19,7 @@ from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.sparse import masking
 from keras_cka_sr.sparse.scores import LossGradients
 
-METHODS = ("set", "rigl")
+DYNAMIC_METHODS = ("set", "rigl")
 
 
 def drop_and_grow(weight, mask, count, grow_scores):
@@ -74,8 +74,8 @@ class DynamicSparsity(keras.callbacks.Callback):
         seed=0,
     ):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+        if method not in DYNAMIC_METHODS:
+            raise ValueError(f"`method` must be one of {DYNAMIC_METHODS}; got {method!r}.")
         if method == "rigl" and (x is None or y is None):
             raise ValueError("method='rigl' grows by the loss gradient: pass x and y.")
         self.method = method

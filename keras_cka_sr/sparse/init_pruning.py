@@ -9,7 +9,7 @@ from keras_cka_sr._validation import check_bool, check_int, check_sparsity
 from keras_cka_sr.sparse import allocation as alloc
 from keras_cka_sr.sparse import masking, scores
 
-METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
+INIT_METHODS = ("random", "magnitude", "snip", "grasp", "synflow")
 _NEEDS_DATA = ("snip", "grasp")
 
 
@@ -46,7 +46,7 @@ def prune_at_initialization(
 
     Args:
         model: a model whose layers are wrapped in `PruneLowMagnitude` (built).
-        method: one of `METHODS`. `snip` and `grasp` score on (x, y); `synflow` and
+        method: one of `INIT_METHODS`. `snip` and `grasp` score on (x, y); `synflow` and
             `random` need no data; `magnitude` keeps the largest |w|.
         sparsity: the share of the pruned weights set to zero, over all of them.
         allocation: `global` (one ranking over all layers: the default of the scoring
@@ -58,8 +58,8 @@ def prune_at_initialization(
             x 1/sqrt(layer density) for `random` masks, x ||w|| / ||w * mask|| for the
             scoring methods (which keep large weights), so each layer keeps its output scale.
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}; got {method!r}.")
+    if method not in INIT_METHODS:
+        raise ValueError(f"`method` must be one of {INIT_METHODS}; got {method!r}.")
     sparsity = check_sparsity("sparsity", sparsity)
     rounds = check_int("rounds", rounds, 1)
     keep_first_last_dense = check_bool("keep_first_last_dense", keep_first_last_dense)
