@@ -8,7 +8,7 @@ import json
 import keras
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 
 def load(name):

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 pytest.importorskip("mlxtend")
 

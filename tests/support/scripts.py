@@ -3,7 +3,7 @@
 import importlib.util
 import os
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def load_script(folder, name):

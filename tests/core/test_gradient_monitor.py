@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning
 from keras_cka_sr.callbacks import CKAGradientMonitor
-from tests.grads import gradients
+from tests.support.grads import gradients
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

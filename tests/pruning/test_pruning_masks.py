@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_cka_sr import pruning
 from keras_cka_sr.pruning import masks
-from tests import tfmot_oracle
+from tests.support import tfmot_oracle
 
 
 def ours_masks_over_steps(layer, kernel, x, schedule, steps, **kwargs):

@@ -10,7 +10,7 @@ import pytest
 
 from keras_cka_sr import pruning as prune
 from keras_cka_sr import pruning as pruning_callbacks
-from tests.tfmot_suite.keras_test_utils import (
+from tests.pruning.tfmot_suite.keras_test_utils import (
     assert_model_sparsity,
     build_simple_dense_model,
     every_step_params,

@@ -4,7 +4,7 @@ import pytest
 from keras import ops
 
 from keras_cka_sr import pruning
-from tests import tfmot_oracle
+from tests.support import tfmot_oracle
 
 POLY_SETTINGS = [
     # initial, final, begin, end, power, frequency

@@ -4,8 +4,8 @@ import pytest
 from keras import ops
 
 from keras_cka_sr import CKASimilarityLoss
-from tests import oracle
-from tests.grads import gradients
+from tests.support import oracle
+from tests.support.grads import gradients
 
 
 def features(rng, n=16):

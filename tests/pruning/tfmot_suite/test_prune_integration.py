@@ -10,7 +10,7 @@ from keras_cka_sr import pruning as pruning_callbacks
 from keras_cka_sr import pruning as pruning_schedule
 from keras_cka_sr import pruning as pruning_wrapper
 from keras_cka_sr.pruning import masks as pruning_utils
-from tests.tfmot_suite.keras_test_utils import (
+from tests.pruning.tfmot_suite.keras_test_utils import (
     assert_model_sparsity,
     build_simple_dense_model,
     every_step_params,

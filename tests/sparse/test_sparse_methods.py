@@ -4,7 +4,7 @@ import pytest
 from keras import ops
 
 from keras_cka_sr import pruning, sparse
-from tests import sparse_oracle
+from tests.support import sparse_oracle
 
 
 def mlp(d=5, h=7, c=3, seed=0):

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 from keras_cka_sr import CKARegularization, CKASimilarityLoss, CKASRMixin, attach_cka_loss, pruning
-from tests.test_models import TAPS, RecordPenalty, data, penalty_on, small_cnn
+from tests.support.models import TAPS, RecordPenalty, data, penalty_on, small_cnn
 
 BACKEND = keras.backend.backend()
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -4,8 +4,8 @@ import pytest
 from keras import ops
 
 from keras_cka_sr import cka
-from tests import oracle
-from tests.grads import gradients
+from tests.support import oracle
+from tests.support.grads import gradients
 
 
 def related(rng, n, shape_x, shape_y):

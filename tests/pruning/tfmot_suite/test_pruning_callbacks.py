@@ -9,7 +9,7 @@ import pytest
 
 from keras_cka_sr import pruning as prune
 from keras_cka_sr import pruning as pruning_callbacks
-from tests.tfmot_suite.keras_test_utils import build_simple_dense_model
+from tests.pruning.tfmot_suite.keras_test_utils import build_simple_dense_model
 
 _BATCH_SIZE = 20
 BACKEND = keras.backend.backend()
