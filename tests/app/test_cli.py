@@ -413,3 +413,34 @@ def test_sigint_exits_130_and_leaves_valid_results(tmp_path):
     assert "interrupted: the finished runs are in" in err
     runs = json.loads(output.read_text())["runs"]
     assert [r["config"]["seed"] for r in runs] == [0]
+
+
+def _train_actions():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["train"]._actions}
+
+
+def test_every_run_config_field_has_one_flag_with_help_and_its_default_once():
+    import dataclasses
+
+    from keras_cka_sr.app import experiment
+
+    actions = _train_actions()
+    for field in dataclasses.fields(experiment.RunConfig):
+        if not field.metadata.get("cli", True):
+            continue
+        action = actions[field.name]
+        assert action.help, field.name
+        if field.type not in (bool, "bool"):
+            assert action.help.count("(default:") == 1, action.help
+
+
+def test_no_flags_give_the_run_config_defaults():
+    import dataclasses
+
+    from keras_cka_sr.app import experiment
+
+    first = cli._configs(cli.build_parser().parse_args(["train"]))[0]
+    expected = dataclasses.asdict(experiment.RunConfig(verbose=2))  # the CLI prints per epoch
+    assert dataclasses.asdict(first) == expected
