@@ -163,9 +163,25 @@ class RunConfig:
             )
 
 
-def check(config, data):
-    """Everything `run` would build before training, without training: model (on the
-    data's input shape), loss, schedule, distribution. Raises what `run` would raise."""
+@dataclasses.dataclass
+class Plan:
+    """What a run builds before it trains, built once by `plan` (which `check` and `run`
+    share): the seeded model, its tap groups, the CKA-SR loss (None at beta 0), the steps
+    per epoch and the CKA probe batch."""
+
+    base: keras.Model
+    groups: list
+    loss: CKASimilarityLoss | None
+    steps_per_epoch: int
+    probe: np.ndarray
+
+
+def plan(config, data) -> Plan:
+    """Checks `config` against `data` and the backend, and builds the run's `Plan`.
+
+    Raises (a `ValueError` naming what to change) whatever `run` would raise before
+    training: distribution and backend, batch size, model on the data's shape, loss,
+    optimizer and schedule, lottery rewind, dense first and last layers."""
     backend = _DISTRIBUTE_BACKEND.get(config.distribute)
     if backend is not None and keras.backend.backend() != backend:
         raise ValueError(
@@ -180,30 +196,43 @@ def check(config, data):
         _check_shardable(
             config.batch_size, {"training": len(data.x_train), "validation": len(data.x_val)}
         )
-    model = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
-    zoo.tap_groups(model)
-    _cka_loss(config)
-    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    keras.utils.set_random_seed(config.seed)
+    base = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
+    groups = zoo.tap_groups(base)
+    steps = steps_per_epoch(config, data)
     recipes.optimizer(
         config.optimizer,
         config.learning_rate,
         config.momentum,
         config.lr_schedule,
-        steps_per_epoch * config.epochs,
+        steps * config.epochs,
     )
-    if config.method == "lth" and config.lth_rewind > steps_per_epoch * config.epochs:
+    if config.method == "lth" and config.lth_rewind > steps * config.epochs:
         raise ValueError(
-            f"lth_rewind={config.lth_rewind} is past the {steps_per_epoch * config.epochs} "
-            "steps of a round."
+            f"lth_rewind={config.lth_rewind} is past the {steps * config.epochs} steps of a round."
         )
     if config.keep_first_last_dense and config.method != "dense":
         shapes = [
             w.shape
-            for layer in model.layers
+            for layer in base.layers
             if pruning.registry.has_prunable_rule(layer)
             for w in pruning.registry.prunable_weights(layer)
         ]
         sparse.layer_densities(shapes, config.sparsity, "uniform", sorted({0, len(shapes) - 1}))
+    # A multiple of 8 samples, so that every replica gets an equal share of the probe.
+    size = min(config.probe_size, len(data.x_val))
+    probe = data.x_val[: size - size % 8 if size >= 8 else size]
+    return Plan(base, groups, _cka_loss(config), steps, probe)
+
+
+def check(config, data) -> None:
+    """Everything `run` would build before training, without training (`plan`)."""
+    plan(config, data)
+
+
+def steps_per_epoch(config, data) -> int:
+    """Training batches per epoch (the last one may be ragged)."""
+    return math.ceil(len(data.x_train) / config.batch_size)
 
 
 @dataclasses.dataclass
@@ -309,20 +338,19 @@ def _distribution_scope(distribute):
 
 
 def _train(config, data):
-    """Builds the model and trains it by `config.method`; returns (trained model,
+    """Builds the run's plan and trains by `config.method`; returns (trained model,
     CKAMonitor, history dict)."""
-    keras.utils.set_random_seed(config.seed)
-    base = zoo.build(config.model, data.input_shape, data.num_classes, config.resnet_width)
-    groups = zoo.tap_groups(base)
-    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    # A multiple of 8 samples, so that every replica gets an equal share of the probe.
-    size = min(config.probe_size, len(data.x_val))
-    probe = data.x_val[: size - size % 8 if size >= 8 else size]
-    monitor = CKAMonitor(probe, groups)
+    built = plan(config, data)
+    monitor = CKAMonitor(built.probe, built.groups)
     history = {}
 
     def train(model, epochs, initial_epoch=0, callbacks=()):
-        trained = _with_cka(model, groups, config)
+        if built.loss is None:
+            trained = model
+        else:
+            trained = attach_cka_loss(
+                model, built.groups, built.loss, penalty_grad_cap=config.cka_grad_cap
+            )
         recipes.add_weight_decay(trained, config.weight_decay)
         trained.compile(
             recipes.optimizer(
@@ -330,7 +358,7 @@ def _train(config, data):
                 config.learning_rate,
                 config.momentum,
                 config.lr_schedule,
-                steps_per_epoch * epochs,
+                built.steps_per_epoch * epochs,
             ),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
@@ -338,11 +366,12 @@ def _train(config, data):
         all_callbacks = [keras.callbacks.TerminateOnNaN(), monitor, *callbacks]
         if pruning.collect_prunable_layers(model):
             all_callbacks.insert(0, pruning.UpdatePruningStep())
-        loss = _cka_loss(config)
-        if loss is not None and config.distribute == "none":
+        if built.loss is not None and config.distribute == "none":
             size = min(64, len(data.x_train))
             all_callbacks.append(
-                CKAGradientMonitor(data.x_train[:size], data.y_train[:size], groups, loss)
+                CKAGradientMonitor(
+                    data.x_train[:size], data.y_train[:size], built.groups, built.loss
+                )
             )
         result = trained.fit(
             data.x_train,
@@ -357,7 +386,7 @@ def _train(config, data):
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
 
-    model = TRAINING_METHODS.get(config.method)(config, data, base, train)
+    model = TRAINING_METHODS.get(config.method)(config, data, built.base, train)
     return model, monitor, history
 
 
@@ -370,13 +399,6 @@ def _cka_loss(config):
         every_n_steps=config.cka_every,
         start_step=config.cka_start,
     )
-
-
-def _with_cka(model, groups, config):
-    loss = _cka_loss(config)
-    if loss is None:
-        return model
-    return attach_cka_loss(model, groups, loss, penalty_grad_cap=config.cka_grad_cap)
 
 
 def _log_histogram(magnitudes, low=-8, high=1, bins=45):
@@ -411,13 +433,13 @@ def _dense(config, data, base, train):
 def _gmp(config, data, base, train):
     """Gradual magnitude pruning (Zhu & Gupta 2017): cubic schedule over the first 75% of
     training, masks updated 4 times per epoch."""
-    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    steps = steps_per_epoch(config, data)
     schedule = pruning.PolynomialDecay(
         0.0,
         config.sparsity,
         begin_step=0,
-        end_step=int(0.75 * steps_per_epoch * config.epochs),
-        frequency=max(1, steps_per_epoch // 4),
+        end_step=int(0.75 * steps * config.epochs),
+        frequency=max(1, steps // 4),
     )
     model = pruning.prune_low_magnitude(base, schedule)
     train(model, config.epochs)
