@@ -13,7 +13,7 @@ _recording = threading.local()
 
 
 @contextlib.contextmanager
-def recording_penalties():
+def _recording_penalties():
     """Within it, each training call of a `CKARegularization` also appends its penalty
     (differentiable, as added to the losses) to the list this yields. Per thread, so each
     `tf.distribute` replica records its own."""
