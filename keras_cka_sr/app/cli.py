@@ -99,7 +99,7 @@ def build_parser():
 def _add_flag(parser, field, recipe_defaults):
     """The flag of one `RunConfig` field, from its declaration."""
     meta = field.metadata
-    help_text = meta["help"].replace("%", "%%")
+    help_text = meta["help"].replace("%", "%%")  # argparse formats help with %
     if field.type in (bool, "bool"):
         if field.default:  # --no-rescale
             flag = "--no-" + field.name.replace("_", "-")
@@ -108,9 +108,8 @@ def _add_flag(parser, field, recipe_defaults):
             parser.add_argument(flag_name(field), action="store_true", help=help_text)
         return
     kwargs = dict(dest=field.name, default=cli_default(field))
-    kwargs["help"] = f"{help_text} (default: {shown_default(field, recipe_defaults)})".replace(
-        "%", "%%"
-    ).replace("%%%%", "%%")
+    shown = shown_default(field, recipe_defaults).replace("%", "%%")
+    kwargs["help"] = f"{help_text} (default: {shown})"
     allowed = choices_of(field)
     check = meta.get("parse") or meta.get("check")
     if allowed is not None:

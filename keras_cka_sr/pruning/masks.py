@@ -48,13 +48,9 @@ def check_block_size(shape, block_size, name="weight"):
     """A `ValueError` unless blocks of `block_size` can prune a weight of `shape`: it must
     be rank 2 once squeezed and hold more than one block (one block is kept whole)."""
     shape = tuple(shape)
-    squeezed = tuple(d for d in shape if d != 1)
-    if len(squeezed) != 2:
-        raise ValueError(
-            f"Block pruning needs a weight that is rank 2 once squeezed; {name!r} has shape "
-            f"{shape}. Use block_size=(1, 1) for it."
-        )
-    rows, cols = squeezed
+    rows, cols = squeezed = _squeezed_rank2(
+        shape, f"{name!r} has shape {shape}. Use block_size=(1, 1) for it"
+    )
     if math.ceil(rows / block_size[0]) * math.ceil(cols / block_size[1]) == 1:
         raise ValueError(
             f"block_size={tuple(block_size)} covers all of {name!r} (shape {shape}) in one "
@@ -63,18 +59,21 @@ def check_block_size(shape, block_size, name="weight"):
         )
 
 
+def _squeezed_rank2(shape, detail):
+    """`shape` without its unit dimensions, which block pruning needs to be rank 2."""
+    squeezed = tuple(d for d in shape if d != 1)
+    if len(squeezed) != 2:
+        raise ValueError(f"Block pruning needs a weight that is rank 2 once squeezed; {detail}.")
+    return squeezed
+
+
 def block_magnitude_mask(weights, sparsity, block_size, pooling_type="AVG"):
     """Magnitude mask over blocks of a weight that is rank 2 once squeezed."""
     block_h, block_w = block_size
     if (block_h, block_w) == (1, 1):
         return magnitude_mask(weights, sparsity)
     shape = tuple(weights.shape)
-    squeezed = tuple(d for d in shape if d != 1)
-    if len(squeezed) != 2:
-        raise ValueError(
-            f"Block pruning needs a weight that is rank 2 once squeezed; got shape {shape}."
-        )
-    rows, cols = squeezed
+    rows, cols = squeezed = _squeezed_rank2(shape, f"got shape {shape}")
     magnitudes = ops.abs(ops.reshape(weights, squeezed))
     grid_r, grid_c = math.ceil(rows / block_h), math.ceil(cols / block_w)
     pad = ((0, grid_r * block_h - rows), (0, grid_c * block_w - cols))
