@@ -8,8 +8,13 @@ For L tapped layers of given shapes, compares (forward + backward, jit-compiled)
 Prints which path (gram/feature) `method="auto"` takes for each case.
 
     python benchmarks/cka_kernel.py --backend jax --steps 20
+
+`--n 128,512,2048 --dtypes float32,bfloat16` times the ResNet-32 block case at each batch
+size and input dtype instead (the penalty casts features to float32 inside; the floor's
+Gram matmuls are float32 too, the arithmetic any float32 Gram path does).
 """
 
+import argparse
 import os
 import sys
 
@@ -29,10 +34,28 @@ def main(argv=None):
     p.add_argument(
         "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
     )
+    p.add_argument(
+        "--n",
+        type=_ints,
+        default=None,
+        help="comma-separated batch sizes: time the ResNet-32 block case at each (replaces --cases)",
+    )
+    p.add_argument(
+        "--dtypes", default="float32", help="comma-separated input dtypes, e.g. float32,bfloat16"
+    )
     args = p.parse_args(argv)
     unknown = sorted(set(args.cases.split(",")) - set(CASES))
     if unknown:
         p.error(f"unknown --cases {unknown}; choose from {list(CASES)}")
+    dtypes = args.dtypes.split(",")
+    bad = sorted(set(dtypes) - {"float32", "bfloat16", "float16"})
+    if bad:
+        p.error(f"unknown --dtypes {bad}; choose from float32, bfloat16, float16")
+    if args.n is None:
+        cases = {name: CASES[name] for name in args.cases.split(",")}
+    else:
+        blocks = CASES["resnet32_blocks_n128"][1]
+        cases = {f"resnet32_blocks_n{n}": (n, blocks) for n in args.n}
     _common.select_backend(args.backend)
     import numpy as np
     from keras import ops
@@ -41,10 +64,10 @@ def main(argv=None):
 
     grad_fn, memory, to_inputs = make_grad(args.backend)
     rows = []
-    for name in args.cases.split(","):
-        n, shapes = CASES[name]
+    for (name, (n, shapes)), dtype in [(c, d) for c in cases.items() for d in dtypes]:
         rng = np.random.default_rng(0)
         features = [rng.normal(size=(n,) + s).astype("float32") for s in shapes]
+        features = [ops.convert_to_numpy(ops.cast(x, dtype)) for x in features]
         stage = len(shapes) // 3 if name.startswith("resnet") else len(shapes)
         groups = [list(range(i, i + stage)) for i in range(0, len(shapes), stage)]
         loss = CKASimilarityLoss(weight=1.0, groups=groups, unbiased=True)
@@ -61,7 +84,7 @@ def main(argv=None):
             # Weighted sum so the backward pass is a real (n x n) @ (n x d) product.
             total = 0.0
             for x in f:
-                x = ops.reshape(x, (n, -1))
+                x = ops.reshape(ops.cast(x, "float32"), (n, -1))
                 total = total + ops.sum(ops.matmul(x, ops.transpose(x)) * weights)
             return total
 
@@ -70,7 +93,14 @@ def main(argv=None):
                 sum(cka.linear_cka(f[i], f[j], unbiased=True, epsilon=1e-6) for i, j in pairs) * 2.0
             )
 
-        result = {"case": name, "n": n, "layers": len(shapes), "pairs": len(pairs), "path": path}
+        result = {
+            "case": name,
+            "dtype": dtype,
+            "n": n,
+            "layers": len(shapes),
+            "pairs": len(pairs),
+            "path": path,
+        }
         inputs = to_inputs(features)  # once: host-to-backend copies stay out of the timing
         for label, fn in (("ours", ours), ("floor", floor), ("naive", naive)):
             compiled = grad_fn(fn, len(features))
@@ -90,7 +120,7 @@ def main(argv=None):
             )
         )
         print(
-            f"{name}: path={path} L={len(shapes)} pairs={len(pairs)} "
+            f"{name} {dtype}: path={path} L={len(shapes)} pairs={len(pairs)} "
             f"ours={1e3 * result['ours_s']:.2f}ms floor={1e3 * result['floor_s']:.2f}ms "
             f"naive={1e3 * result['naive_s']:.2f}ms ours/floor={result['ours_over_floor']:.2f}x "
             f"naive/ours={result['naive_over_ours']:.2f}x{mem}",
@@ -99,6 +129,16 @@ def main(argv=None):
     payload = {"benchmark": "cka_kernel", "machine": _common.machine(), "rows": rows}
     _common.write_json(args.json, payload)
     return payload
+
+
+def _ints(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 4:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 4; got {text!r}")
+    return values
 
 
 def make_grad(backend):
@@ -146,7 +186,11 @@ def make_grad(backend):
         return step
 
     def to_inputs(features):
-        return [torch.tensor(x, requires_grad=True) for x in features]
+        # torch takes no NumPy bfloat16 (an ml_dtypes type): go through float32.
+        return [
+            torch.tensor(x.astype("float32")).to(getattr(torch, x.dtype.name)).requires_grad_()
+            for x in features
+        ]
 
     return compile_, lambda fn, features: None, to_inputs
 

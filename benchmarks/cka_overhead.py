@@ -8,6 +8,10 @@ within 1.5x of the floor with all samples every step.
 
     python benchmarks/cka_overhead.py --backend jax --steps 5 --warmup 2 --rounds 3
 
+With `--prune S`, each variant is timed twice more with every conv/dense wrapped by
+`prune_low_magnitude` (constant sparsity S); those rows' overheads are against the pruned
+plain step, and the pruned plain step's own ratio to the dense plain step is printed.
+
 Steps are timed one by one with `train_on_batch` (the same compiled train function as
 `fit`) on batches already in memory: on a 2-core machine, `fit`'s input-pipeline thread
 competes with the step for a core and made TensorFlow step times jump between two
@@ -34,7 +38,16 @@ def main(argv=None):
         default=SETTINGS,
         help="comma-separated num_samples:every_n_steps, e.g. all:1,8:5 (default: all six)",
     )
+    p.add_argument(
+        "--prune",
+        type=float,
+        default=None,
+        metavar="SPARSITY",
+        help="also time every variant with pruning wrappers at this constant sparsity",
+    )
     args = p.parse_args(argv)
+    if args.prune is not None and not 0 < args.prune < 1:
+        p.error(f"--prune must be a sparsity in (0, 1); got {args.prune}")
     if args.steps % 5:
         p.error(
             f"--steps must be a multiple of 5 (every_n_steps=5 pays one step in 5); got {args.steps}"
@@ -43,7 +56,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss
+    from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, pruning
     from keras_cka_sr.app import zoo
 
     batch = args.batch_size
@@ -52,9 +65,12 @@ def main(argv=None):
     xs = [rng.normal(size=(batch, 32, 32, 3)).astype("float32") for _ in range(count)]
     ys = [rng.integers(0, 10, size=batch).astype("int32") for _ in range(count)]
 
-    def build(num_samples=None, every=None):
+    def build(num_samples=None, every=None, prune=None):
         keras.utils.set_random_seed(0)
         model = zoo.cifar_resnet(args.depth, (32, 32, 3), 10)
+        if prune is not None:
+            schedule = pruning.ConstantSparsity(prune, begin_step=0, frequency=100)
+            model = pruning.prune_low_magnitude(model, schedule)
         if every is not None:
             loss = CKASimilarityLoss(weight=1e-4, num_samples=num_samples, every_n_steps=every)
             model = attach_cka_loss(model, zoo.tap_groups(model), loss)
@@ -62,12 +78,18 @@ def main(argv=None):
             keras.optimizers.SGD(0.01, momentum=0.9),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
+        if prune is not None:
+            # What `fit` does with UpdatePruningStep; the wrappers count steps themselves.
+            callback = pruning.UpdatePruningStep()
+            callback.set_model(model)
+            callback.on_train_begin()
         for i in range(args.warmup):
             model.train_on_batch(xs[i], ys[i])
         return model
 
     # Build and warm up every variant, then time them in interleaved rounds; report medians.
-    variants = [(None, None)] + args.settings
+    kinds = [None] if args.prune is None else [None, args.prune]
+    variants = [(ns, ev, k) for k in kinds for ns, ev in [(None, None)] + args.settings]
     models = [build(*v) for v in variants]
     medians, times = _common.interleaved_step_times(models, xs, ys, args.steps, args.rounds)
     plain = medians[0]
@@ -78,28 +100,39 @@ def main(argv=None):
         for g in zoo.tap_groups(plain_model)
         for n in g
     ]
-    rows = [(ns, ev, t) for (ns, ev), t in zip(args.settings, medians[1:])]
     spread = max(times[0]) / min(times[0])
     print(
         f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
         f"(max/min over {args.rounds} rounds {spread:.2f}) plain step FLOPs={step_flops / 1e9:.2f}G"
     )
     results = []
-    for num_samples, every, seconds in rows:
+    baseline = {}
+    for (num_samples, every, prune), seconds in zip(variants, medians):
+        if every is None:
+            baseline[prune] = seconds
+            if prune is not None:
+                print(
+                    f"pruned (sparsity {prune:g}) plain step={1e3 * seconds:.1f}ms "
+                    f"= {seconds / plain:.3f}x the dense plain step",
+                    flush=True,
+                )
+            continue
         n = batch if num_samples is None else min(num_samples, batch)
         gram_flops = sum(4 * n * n * d for d in dims) / every  # X X^T forward + backward
         floor = 1 + gram_flops / step_flops
-        overhead = seconds / plain
+        overhead = seconds / baseline[prune]
         label = "all" if num_samples is None else num_samples
+        pruned = "" if prune is None else f" pruned {prune:g}"
         print(
-            f"num_samples={label} every_n_steps={every} overhead={overhead:.3f}x floor={floor:.3f}x "
-            f"(step {1e3 * seconds:.1f}ms)",
+            f"num_samples={label} every_n_steps={every}{pruned} overhead={overhead:.3f}x "
+            f"floor={floor:.3f}x (step {1e3 * seconds:.1f}ms)",
             flush=True,
         )
         results.append(
             {
                 "num_samples": label,
                 "every_n_steps": every,
+                "pruned_sparsity": prune,
                 "step_s": seconds,
                 "overhead": overhead,
                 "floor": floor,
@@ -112,6 +145,7 @@ def main(argv=None):
         "batch_size": batch,
         "plain_step_s": plain,
         "plain_step_flops": step_flops,
+        "pruned_plain_step_s": baseline.get(args.prune),
         "rows": results,
     }
     _common.write_json(args.json, payload)

@@ -4,11 +4,13 @@ Timings are not asserted (these machines are noisy); only that every figure is t
 """
 
 import json
+import os
+import subprocess
 
 import keras
 import pytest
 
-from tests.support.scripts import load_script
+from tests.support.scripts import ROOT, load_script
 
 
 def load(name):
@@ -28,18 +30,13 @@ def common_args(tmp_path, steps):
     ]
 
 
+def overhead_args(tmp_path, settings):
+    small = ["--depth", "14", "--batch-size", "8", "--rounds", "1", "--settings", settings]
+    return common_args(tmp_path, 5) + small
+
+
 def test_cka_overhead_reports_every_setting(tmp_path):
-    argv = common_args(tmp_path, 5) + [
-        "--depth",
-        "14",
-        "--batch-size",
-        "8",
-        "--rounds",
-        "1",
-        "--settings",
-        "all:1,4:5",
-    ]
-    payload = load("cka_overhead").main(argv)
+    payload = load("cka_overhead").main(overhead_args(tmp_path, "all:1,4:5"))
     rows = payload["rows"]
     assert [(r["num_samples"], r["every_n_steps"]) for r in rows] == [("all", 1), (4, 5)]
     assert all(r["overhead"] > 0 and r["floor"] >= 1.0 for r in rows)
@@ -140,3 +137,41 @@ def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
     )
     assert [row[1] for row in rows] == [(0.0, None), (1e-4, None), (1e-4, 0.1)]
     assert rows[1][5] == pytest.approx(-0.55) and rows[2][5] == pytest.approx(0.005)
+
+
+def test_cka_overhead_times_pruned_variants(tmp_path):
+    payload = load("cka_overhead").main(overhead_args(tmp_path, "4:5") + ["--prune", "0.5"])
+    assert [r["pruned_sparsity"] for r in payload["rows"]] == [None, 0.5]
+    assert payload["pruned_plain_step_s"] > 0
+
+
+def test_cka_kernel_times_each_batch_size_and_dtype(tmp_path):
+    argv = common_args(tmp_path, 1) + ["--n", "8", "--dtypes", "float32,bfloat16"]
+    rows = load("cka_kernel").main(argv)["rows"]
+    assert [(r["n"], r["dtype"]) for r in rows] == [(8, "float32"), (8, "bfloat16")]
+    assert all(r["ours_s"] > 0 and r["floor_s"] > 0 for r in rows)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="the GPU script picks its backends itself"
+)
+def test_gpu_script_cpu_smoke_without_tensorflow(tmp_path):
+    """benchmarks/gpu/run.sh --cpu-smoke runs every part to the end where the GPU machine's
+    image would: no TensorFlow (a module that refuses to import stands in for it)."""
+    blocker = tmp_path / "no_tf" / "tensorflow"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text('raise ImportError("no TensorFlow on the GPU machine")\n')
+    env = dict(os.environ, PYTHONPATH=str(blocker.parent))
+    env.pop("KERAS_BACKEND")
+    out = tmp_path / "out"
+    script = os.path.join(ROOT, "benchmarks", "gpu", "run.sh")
+    done = subprocess.run(["bash", script, "--cpu-smoke", str(out)], env=env, timeout=900)
+    payload = json.loads((out / "gpu.json").read_text())
+    parts = payload["parts"]
+    assert done.returncode == 0, {name: part["status"] for name, part in parts.items()}
+    assert set(parts) == {"overhead_b128", "host_sync", "cka_kernel", "train_jax", "train_torch"}
+    guard = parts["host_sync"]["figures"]["transfer_guard"]
+    assert guard["guard_is_live"] and not guard["pruned_cka_sr"]["host_transfer_in_step"]
+    assert {r["dtype"] for r in parts["cka_kernel"]["figures"]["rows"]} == {"float32", "bfloat16"}
+    assert parts["train_torch"]["figures"]["machine"]["backend"] == "torch"
+    assert (out / "log.txt").exists()
