@@ -32,7 +32,9 @@ CASES = {
 def main(argv=None):
     p = _common.parser(__doc__, steps=20, warmup=3)
     p.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of {', '.join(CASES)}"
+        "--cases",
+        default=None,
+        help=f"comma-separated subset of {', '.join(CASES)} (default: all)",
     )
     p.add_argument(
         "--n",
@@ -44,6 +46,9 @@ def main(argv=None):
         "--dtypes", default="float32", help="comma-separated input dtypes, e.g. float32,bfloat16"
     )
     args = p.parse_args(argv)
+    if args.cases is not None and args.n is not None:
+        p.error("--n replaces --cases (it times the ResNet-32 block case): give one of them")
+    args.cases = args.cases or ",".join(CASES)
     unknown = sorted(set(args.cases.split(",")) - set(CASES))
     if unknown:
         p.error(f"unknown --cases {unknown}; choose from {list(CASES)}")

@@ -8,7 +8,7 @@ within 1.5x of the floor with all samples every step.
 
     python benchmarks/cka_overhead.py --backend jax --steps 5 --warmup 2 --rounds 3
 
-With `--prune S`, each variant is timed twice more with every conv/dense wrapped by
+With `--prune S`, each variant is also timed with every conv/dense wrapped by
 `prune_low_magnitude` (constant sparsity S); those rows' overheads are against the pruned
 plain step, and the pruned plain step's own ratio to the dense plain step is printed.
 
