@@ -5,7 +5,11 @@
 set -euo pipefail
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 R=benchmarks/results
-common=(--recipe paper --epochs 10 --verbose 0 --resume)
+# These studies predate `--recipe paper` = the official code's recipe (Nesterov, step decay,
+# batch 128): they ran SGD with plain momentum, cosine decay and batch 64, pinned here so that
+# --resume finds their runs.
+before=(--recipe paper --no-nesterov --lr-schedule cosine --batch-size 64)
+common=("${before[@]}" --epochs 10 --verbose 0 --resume)
 step=${1:-all}
 
 # 1. Learning rate, tuned on validation accuracy (beta 0): the paper's 0.1 is for ResNets with
@@ -46,6 +50,6 @@ fi
 #    step spans sessions (each finished run is written; --resume skips it).
 if [[ $step == resnet ]]; then
   keras-cka-sr train --model resnet20 --method rst gmp --sparsity 0.9 0.95 0.98 0.99 \
-    --cka-weight 1e-4 --compare --seeds 0 1 2 3 4 --lr 0.1 --recipe paper --epochs 20 \
+    --cka-weight 1e-4 --compare --seeds 0 1 2 3 4 --lr 0.1 "${before[@]}" --epochs 20 \
     --verbose 0 --resume --output $R/paper_recipe_resnet20.json
 fi

@@ -1,5 +1,8 @@
 """Tables of a study's runs (the JSON `keras-cka-sr train --output` writes), grouped by any
-config fields, with paired CKA-SR gains (same seed, beta vs 0) and their 95% t-intervals.
+config fields, with paired CKA-SR gains (same seed, beta vs 0): their 95% t-intervals, paired
+t-test p-values, Holm-adjusted p-values over the table's comparisons (a `--primary`
+comparison fixed before the runs stays out of the family), the smallest gain the seeds detect
+with 80% power, and the paired difference of the final mean CKA (did the penalty act?).
 
     python benchmarks/studies/summarize.py benchmarks/results/paper_recipe_lenet_lr.json \
         --by method sparsity learning_rate --metric val_accuracy
@@ -7,6 +10,8 @@ config fields, with paired CKA-SR gains (same seed, beta vs 0) and their 95% t-i
         --by method sparsity --paired
     python benchmarks/studies/summarize.py benchmarks/results/penalty_cap_lenet*.json \
         --by method sparsity --treatment cka_grad_cap --paired
+    python benchmarks/studies/summarize.py benchmarks/results/dose_response_resnet20.json \
+        --treatment cka_samples cka_every --paired --primary 1e-4 --primary-treatment 8 5
 
 `--treatment` fields tell runs of the same beta apart (a field a run predates is None); the
 baseline of a paired gain is every beta = 0 run of the group, whatever its treatment.
@@ -18,7 +23,7 @@ import math
 
 import numpy as np
 
-from keras_cka_sr.app.report import paired_interval
+from keras_cka_sr.app import stats
 
 
 def load_runs(paths):
@@ -29,9 +34,12 @@ def load_runs(paths):
     return runs
 
 
-def table(runs, by, metric, paired, treatment=()):
-    """Rows `(group, variant, n, mean, std, gain, low, high)`; the variant is beta, or
-    `(beta, *treatment values)` with `treatment`; `gain` is NaN without `paired`."""
+def table(runs, by, metric, paired, treatment=(), primary=None):
+    """One dict per (group, variant): `key`, `variant` (beta, or `(beta, *treatment
+    values)`), `n`, `mean`, `std`; with `paired` and beta != 0 also the paired `gain`
+    (a `stats.PairedTest` of metric differences), `cka` (the same for the final mean CKA)
+    and `holm`: the gain's p-value Holm-adjusted over the table's comparisons, leaving out
+    the variant `primary` (a pre-registered test is read unadjusted; its `holm` is None)."""
     groups = {}
     for run in runs:
         config = run["config"]
@@ -49,14 +57,28 @@ def table(runs, by, metric, paired, treatment=()):
         for variant in sorted(variants, key=lambda v: tuple(map(_order, _tuple(v)))):
             by_seed = variants[variant]
             values = np.array([r[metric] for r in by_seed.values()], dtype=float)
-            gain = low = high = math.nan
-            if paired and _beta(variant) != 0 and base:
-                diffs = [r[metric] - base[s][metric] for s, r in by_seed.items() if s in base]
-                if diffs:
-                    gain, _, half = paired_interval(diffs)
-                    low, high = gain - half, gain + half
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            rows.append((key, variant, len(values), float(values.mean()), std, gain, low, high))
+            row = dict(
+                key=key,
+                variant=variant,
+                n=len(values),
+                mean=float(values.mean()),
+                std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                gain=None,
+                cka=None,
+                holm=None,
+            )
+            seeds = [s for s in by_seed if s in base]
+            if paired and _beta(variant) != 0 and seeds:
+                row["gain"] = stats.paired_test(
+                    [by_seed[s][metric] - base[s][metric] for s in seeds]
+                )
+                row["cka"] = stats.paired_test(
+                    [by_seed[s]["cka_mean"] - base[s]["cka_mean"] for s in seeds]
+                )
+            rows.append(row)
+    family = [r for r in rows if r["gain"] is not None and r["variant"] != primary]
+    for row, adjusted in zip(family, stats.holm([r["gain"].p for r in family])):
+        row["holm"] = adjusted
     return rows
 
 
@@ -73,6 +95,19 @@ def _order(value):
     return (value is not None, value if value is not None else 0)
 
 
+def _interval(test, scale, digits):
+    if test is None:
+        return ""
+    if not math.isfinite(test.half_width):
+        return f"{scale * test.mean:+.{digits}f}"
+    low, high = scale * (test.mean - test.half_width), scale * (test.mean + test.half_width)
+    return f"{scale * test.mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _p(value):
+    return "" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")
@@ -80,18 +115,44 @@ def main(argv=None):
     parser.add_argument("--metric", default="test_accuracy")
     parser.add_argument("--paired", action="store_true", help="gain of each beta over beta=0")
     parser.add_argument("--treatment", nargs="+", default=[], help="fields beside beta")
+    parser.add_argument(
+        "--primary",
+        type=float,
+        default=None,
+        help="the pre-registered comparison's beta: read unadjusted and left out of the "
+        "Holm family (with --treatment, give its values with --primary-treatment)",
+    )
+    parser.add_argument(
+        "--primary-treatment",
+        nargs="*",
+        default=[],
+        help="the primary variant's --treatment values, in order (e.g. 8 5)",
+    )
     args = parser.parse_args(argv)
-    rows = table(load_runs(args.paths), args.by, args.metric, args.paired, args.treatment)
+    primary = None
+    if args.primary is not None:
+        values = [json.loads(v) for v in args.primary_treatment]
+        if len(values) != len(args.treatment):
+            parser.error("--primary-treatment needs one value per --treatment field.")
+        primary = (args.primary, *values) if args.treatment else args.primary
+    rows = table(load_runs(args.paths), args.by, args.metric, args.paired, args.treatment, primary)
     columns = " | ".join(args.by + ["beta"] + args.treatment)
-    print(f"| {columns} | n | {args.metric} (mean ± std) | paired gain [95% CI] |")
-    print("|" + "---|" * (len(args.by) + len(args.treatment) + 4))
-    for key, variant, n, mean, std, gain, low, high in rows:
-        paired = (
-            f"{100 * gain:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) else ""
+    print(
+        f"| {columns} | n | {args.metric} % (mean ± std) | paired gain [95% CI] | p | Holm p "
+        "| MDE 80% | ΔCKA [95% CI] |"
+    )
+    print("|" + "---|" * (len(args.by) + len(args.treatment) + 8))
+    for row in rows:
+        beta, *rest = _tuple(row["variant"])
+        cells = " | ".join([str(k) for k in row["key"]] + [f"{beta:g}"] + [str(v) for v in rest])
+        gain = row["gain"]
+        holm = "primary" if row["variant"] == primary and gain is not None else _p(row["holm"])
+        mde = "" if gain is None or not math.isfinite(gain.mde80) else f"{100 * gain.mde80:.2f}"
+        print(
+            f"| {cells} | {row['n']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} "
+            f"| {_interval(gain, 100, 2)} | {_p(gain.p if gain else None)} | {holm} | {mde} "
+            f"| {_interval(row['cka'], 1, 3)} |"
         )
-        beta, *rest = _tuple(variant)
-        cells = " | ".join([str(k) for k in key] + [f"{beta:g}"] + [str(v) for v in rest])
-        print(f"| {cells} | {n} | {100 * mean:.2f} ± {100 * std:.2f} | {paired} |")
     return rows
 
 

@@ -73,8 +73,9 @@ def build_parser():
         "--recipe",
         default="none",
         choices=("none", "paper"),
-        help="paper: --optimizer sgd --lr 0.1 --momentum 0.9 --weight-decay 5e-4 "
-        "--lr-schedule cosine (flags given explicitly win; default: none)",
+        help="paper: the official code's CIFAR recipe, --optimizer sgd --lr 0.1 --momentum 0.9 "
+        "--nesterov --weight-decay 5e-4 --lr-schedule step --batch-size 128 (flags given "
+        "explicitly win; default: none)",
     )
     train.add_argument(
         "--subset",
@@ -101,7 +102,16 @@ def _add_flag(parser, field, recipe_defaults):
     meta = field.metadata
     help_text = meta["help"].replace("%", "%%")  # argparse formats help with %
     if field.type in (bool, "bool"):
-        if field.default:  # --no-rescale
+        if meta.get("recipe"):  # --nesterov / --no-nesterov; absent: the recipe's
+            shown = shown_default(field, recipe_defaults)
+            parser.add_argument(
+                flag_name(field),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{help_text} (default: {shown})",
+            )
+        elif field.default:  # --no-rescale
             flag = "--no-" + field.name.replace("_", "-")
             parser.add_argument(flag, dest=field.name, action="store_false", help=help_text)
         else:

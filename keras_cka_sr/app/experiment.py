@@ -68,7 +68,7 @@ class RunConfig:
         check=booleans(),
     )
     epochs: int = option(10, "training epochs (per lottery round for lth)", check=ints(1))
-    batch_size: int = option(64, "training batch size", check=ints(1))
+    batch_size: int = option(64, "training batch size", check=ints(1), recipe=True)
     learning_rate: float = option(
         1e-3,
         "learning rate",
@@ -80,12 +80,13 @@ class RunConfig:
     momentum: float = option(
         0.9, "sgd momentum", check=floats(0.0, 1.0, max_inclusive=False), recipe=True
     )
+    nesterov: bool = option(False, "sgd: Nesterov momentum", check=booleans(), recipe=True)
     weight_decay: float = option(
         0.0, "coupled L2 weight decay, PyTorch's weight_decay", check=floats(0.0), recipe=True
     )
     lr_schedule: str = option(
         "constant",
-        "learning-rate schedule; step = x0.1 at 50% and 75% of the steps",
+        "learning-rate schedule; step = x0.1 after epochs epochs//2 and 3*epochs//4",
         choices=recipes.LR_SCHEDULES,
         recipe=True,
     )
@@ -205,7 +206,9 @@ def plan(config, data) -> Plan:
         config.learning_rate,
         config.momentum,
         config.lr_schedule,
-        steps * config.epochs,
+        steps,
+        config.epochs,
+        config.nesterov,
     )
     if config.method == "lth" and config.lth_rewind > steps * config.epochs:
         raise ValueError(
@@ -245,6 +248,9 @@ class RunResult:
     sparsity: float
     small_weight_share: float
     cka_mean: float
+    best_val_epoch: int  # 1-based, counted over the last training phase's epochs
+    best_val_accuracy: float
+    test_accuracy_best_val: float  # the checkpoint of best_val_epoch, as the official code
     cka_grad_ratio_max: float  # the largest penalty/task gradient ratio over kernels, epochs
     cka_matrix: list
     cka_layers: list
@@ -266,20 +272,24 @@ def run(config, data) -> RunResult:
 
     Training runs in the distribution's scope; the trained model is then copied into a
     plain single-device model (pruning wrappers stripped), which is evaluated, measured
-    and returned in the result.
+    and returned in the result. The checkpoint of the best validation accuracy (of the last
+    training phase: the fine-tuning of `oneshot`, the last round of `lth`) is evaluated on
+    the test set too (`test_accuracy_best_val`), as the official code reports it; every
+    other figure is the final model's.
     """
     start = time.time()
     with _distribution_scope(config.distribute):
-        model, monitor, history = _train(config, data)
-    if pruning.collect_prunable_layers(model):
-        final = pruning.strip_pruning(model)
-    else:
-        final = keras.models.clone_model(model)
-        final.set_weights(model.get_weights())
-    final.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
-    )
+        model, monitor, history, best = _train(config, data)
+    final = _plain_copy(model)
     _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
+    test_accuracy_best_val = math.nan
+    if best.weights is not None:
+        final_weights = model.get_weights()
+        model.set_weights(best.weights)
+        _, test_accuracy_best_val = _plain_copy(model).evaluate(
+            data.x_test, data.y_test, verbose=0, batch_size=256
+        )
+        model.set_weights(final_weights)
     stats = sparse.kernel_stats(final)
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
@@ -295,6 +305,9 @@ def run(config, data) -> RunResult:
         sparsity=stats["sparsity"],
         small_weight_share=stats["small_weight_share"],
         cka_mean=monitor.mean_within_groups(matrix),
+        best_val_epoch=best.epoch,
+        best_val_accuracy=best.accuracy,
+        test_accuracy_best_val=float(test_accuracy_best_val),
         cka_grad_ratio_max=max(history.get("cka_grad_ratio", [math.nan])),
         cka_matrix=matrix.tolist(),
         cka_layers=monitor.names,
@@ -304,6 +317,38 @@ def run(config, data) -> RunResult:
         seconds=time.time() - start,
         model=final,
     )
+
+
+def _plain_copy(model):
+    """`model` as a compiled plain Keras model (pruning wrappers stripped, masks applied)."""
+    if pruning.collect_prunable_layers(model):
+        plain = pruning.strip_pruning(model)
+    else:
+        plain = keras.models.clone_model(model)
+        plain.set_weights(model.get_weights())
+    plain.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    return plain
+
+
+class _BestValidation(keras.callbacks.Callback):
+    """Keeps the weights of `of` (the model a method returns) at the epoch of the best
+    `val_accuracy` so far (the first such epoch on ties, as the official code's `>`)."""
+
+    def __init__(self, of):
+        super().__init__()
+        self.of = of
+        self.reset()
+
+    def reset(self):
+        self.weights, self.epoch, self.accuracy = None, 0, -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and float(accuracy) > self.accuracy:
+            self.weights = self.of.get_weights()
+            self.epoch, self.accuracy = epoch + 1, float(accuracy)
 
 
 def _check_shardable(batch_size, sizes):
@@ -339,12 +384,15 @@ def _distribution_scope(distribute):
 
 def _train(config, data):
     """Builds the run's plan and trains by `config.method`; returns (trained model,
-    CKAMonitor, history dict)."""
+    CKAMonitor, history dict, the best-validation checkpoint of the last `train` call)."""
     built = plan(config, data)
     monitor = CKAMonitor(built.probe, built.groups)
     history = {}
+    best = _BestValidation(None)
 
     def train(model, epochs, initial_epoch=0, callbacks=()):
+        best.of = model
+        best.reset()
         if built.loss is None:
             trained = model
         else:
@@ -358,12 +406,14 @@ def _train(config, data):
                 config.learning_rate,
                 config.momentum,
                 config.lr_schedule,
-                built.steps_per_epoch * epochs,
+                built.steps_per_epoch,
+                epochs,
+                config.nesterov,
             ),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        all_callbacks = [keras.callbacks.TerminateOnNaN(), monitor, *callbacks]
+        all_callbacks = [keras.callbacks.TerminateOnNaN(), monitor, *callbacks, best]
         if pruning.collect_prunable_layers(model):
             all_callbacks.insert(0, pruning.UpdatePruningStep())
         if built.loss is not None and config.distribute == "none":
@@ -387,7 +437,7 @@ def _train(config, data):
             history.setdefault(key, []).extend(float(v) for v in values)
 
     model = TRAINING_METHODS.get(config.method)(config, data, built.base, train)
-    return model, monitor, history
+    return model, monitor, history, best
 
 
 def _cka_loss(config):

@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from keras_cka_sr.app import stats
+
 
 def summarize(results):
     """One row per (method, sparsity, beta): mean ± std over seeds."""
@@ -42,61 +44,128 @@ def _setting(config):
     return config["method"], sparsity, config["cka_weight"]
 
 
-# Two-sided 95% quantiles of Student's t, by degrees of freedom (1 to 30).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-def paired_interval(gains):
-    """(mean, std, half-width of the 95% t-interval of the mean) of paired differences;
-    the half-width is NaN for fewer than 2 pairs (and t(30) is used beyond 31)."""
-    gains = np.asarray(gains, dtype=float)
-    if len(gains) < 2:
-        return float(gains.mean()), 0.0, math.nan
-    std = float(gains.std(ddof=1))
-    t = _T975[min(len(gains) - 1, len(_T975)) - 1]
-    return float(gains.mean()), std, t * std / math.sqrt(len(gains))
-
-
 def _add_paired_deltas(summary, results):
-    """Accuracy gain over beta=0 with the same seeds: mean, std and 95% interval."""
+    """Against beta = 0 with the same seeds: the accuracy gain (mean, std, 95% interval,
+    paired t-test p, Holm-adjusted p across the table's comparisons, smallest effect
+    detectable with 80% power) and the difference of the final mean within-stage CKA (mean
+    and 95% interval: the manipulation check)."""
     by_key = {_setting(r["config"]) + (r["config"]["seed"],): r for r in results}
+    compared = []
     for row in summary:
         if row["cka_weight"] == 0:
             continue
-        gains = []
+        pairs = []
         for seed in row["seeds"]:
             mine = by_key.get((row["method"], row["sparsity_target"], row["cka_weight"], seed))
             base = by_key.get((row["method"], row["sparsity_target"], 0.0, seed))
             if mine is not None and base is not None:
-                gains.append(mine["test_accuracy"] - base["test_accuracy"])
-        if gains:
-            row["gain_mean"], row["gain_std"], half = paired_interval(gains)
-            row["gain_ci95"] = [row["gain_mean"] - half, row["gain_mean"] + half]
+                pairs.append((mine, base))
+        if not pairs:
+            continue
+        gain = stats.paired_test([m["test_accuracy"] - b["test_accuracy"] for m, b in pairs])
+        cka_diff = stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in pairs])
+        row.update(
+            pairs=gain.n,
+            gain_mean=gain.mean,
+            gain_std=gain.std,
+            gain_ci95=[gain.mean - gain.half_width, gain.mean + gain.half_width],
+            gain_p=gain.p,
+            gain_mde80=gain.mde80,
+            cka_diff_mean=cka_diff.mean,
+            cka_diff_ci95=[
+                cka_diff.mean - cka_diff.half_width,
+                cka_diff.mean + cka_diff.half_width,
+            ],
+        )
+        compared.append(row)
+    for row, adjusted in zip(compared, stats.holm([row["gain_p"] for row in compared])):
+        row["gain_p_holm"] = adjusted
+
+
+COLUMNS = """\
+test acc % = mean ± std over seeds (no spread for one seed); gain, ΔCKA = paired by seed with
+beta 0: mean [95% t-interval]; p = paired t-test; Holm = p adjusted over this table's
+comparisons; MDE = the true gain these seeds detect 80% of the time; CKA = final mean
+within-stage CKA of the tapped layers (validation probe, inference mode); sparsity = achieved;
+|w|<1e-3 = share of weights below 1e-3 (zeros included)."""
 
 
 def format_table(summary):
+    """The console table, its column legend and one verdict line per comparison."""
     header = (
-        f"{'method':<8} {'sparsity':>8} {'beta':>7} {'test acc (mean ± std)':>24} {'n':>2} "
-        f"{'gain vs beta=0':>17} {'95% interval':>16} {'achieved':>9} {'CKA':>6} {'|w|<1e-3':>9}"
+        f"{'method':<7} {'sparsity':>8} {'beta':>7} {'test acc %':>13} {'n':>2} "
+        f"{'gain [95% interval]':>22} {'p':>5} {'Holm':>5} {'MDE':>5} {'CKA':>5} "
+        f"{'ΔCKA [95% interval]':>25} {'sparsity':>8} {'|w|<1e-3':>8}"
     )
     lines = [header, "-" * len(header)]
     for row in summary:
-        acc = f"{100 * row['test_accuracy_mean']:.2f} ± {100 * row['test_accuracy_std']:.2f}"
-        gain = (
-            f"{100 * row['gain_mean']:+.2f} ± {100 * row['gain_std']:.2f}"
-            if "gain_mean" in row
-            else ""
-        )
-        low, high = row.get("gain_ci95", (math.nan, math.nan))
-        interval = f"[{100 * low:+.2f}, {100 * high:+.2f}]" if math.isfinite(low) else ""
+        acc = f"{100 * row['test_accuracy_mean']:.2f}"
+        if len(row["seeds"]) > 1:
+            acc += f" ± {100 * row['test_accuracy_std']:.2f}"
+        gain = p = holm = mde = cka_diff = ""
+        if "gain_mean" in row:
+            gain = _estimate(100 * row["gain_mean"], [100 * v for v in row["gain_ci95"]], 2)
+            cka_diff = _estimate(row["cka_diff_mean"], row["cka_diff_ci95"], 3)
+            p, holm = _p(row["gain_p"]), _p(row["gain_p_holm"])
+            mde = f"{100 * row['gain_mde80']:.2f}" if _finite(row["gain_mde80"]) else ""
         lines.append(
-            f"{row['method']:<8} {row['sparsity_target']:>8.3f} {row['cka_weight']:>7.0e} {acc:>24} "
-            f"{len(row['seeds']):>2} {gain:>17} {interval:>16} {row['sparsity_achieved']:>9.4f} "
-            f"{row['cka_mean']:>6.3f} {row['small_weight_share']:>9.4f}"
+            f"{row['method']:<7} {row['sparsity_target']:>8.3f} {row['cka_weight']:>7.0e} "
+            f"{acc:>13} {len(row['seeds']):>2} {gain:>22} {p:>5} {holm:>5} {mde:>5} "
+            f"{row['cka_mean']:>5.3f} {cka_diff:>25} {row['sparsity_achieved']:>8.4f} "
+            f"{row['small_weight_share']:>8.4f}"
         )
+    lines += ["", COLUMNS]
+    if not any(row["cka_weight"] == 0 for row in summary):
+        lines += ["", "No baseline: add --compare to train beta 0 on the same seeds and see gains."]
+    else:
+        lines += [""] + [verdict(row) for row in summary if row["cka_weight"] != 0]
     return "\n".join(lines)
+
+
+def verdict(row) -> str:
+    """One line in words: what the comparison of `row` with beta 0 shows."""
+    name = f"{row['method']} {100 * row['sparsity_target']:g}% beta {row['cka_weight']:.0e}"
+    if "gain_mean" not in row:
+        return f"{name}: no beta 0 run with the same seeds; nothing to compare."
+    if row["pairs"] < 2:
+        return f"{name}: one seed: a difference of one pair, no interval (give more --seeds)."
+    low, high = row["gain_ci95"]
+    if low > 0 or high < 0:
+        word = "higher" if low > 0 else "lower"
+        accuracy = (
+            f"accuracy {word} by {abs(100 * row['gain_mean']):.2f} points (interval "
+            f"excludes 0; Holm p {_p(row['gain_p_holm'])})"
+        )
+    else:
+        accuracy = (
+            "no accuracy difference shown (interval includes 0; MDE "
+            f"{100 * row['gain_mde80']:.2f} points)"
+        )
+    low, high = row["cka_diff_ci95"]
+    if high < 0:
+        acted = f"CKA fell by {-row['cka_diff_mean']:.3f}: the penalty acted"
+    elif low > 0:
+        acted = f"CKA rose by {row['cka_diff_mean']:.3f}"
+    else:
+        acted = "CKA not measurably lower: the penalty may not have acted"
+    return f"{name}: {accuracy}; {acted}."
+
+
+def _estimate(mean, interval, digits):
+    if not all(_finite(v) for v in interval):
+        return f"{mean:+.{digits}f}"
+    low, high = interval
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def _p(value):
+    if not _finite(value):
+        return ""
+    return "<.001" if value < 0.001 else f"{value:.3f}"[1:] if value < 1 else "1"
+
+
+def _finite(value):
+    return value is not None and math.isfinite(value)
 
 
 def run_key(config):

@@ -70,15 +70,67 @@ def test_weight_decay_is_pytorchs_coupled_l2():
 
 
 def test_learning_rate_schedules():
-    assert recipes.learning_rate(0.1, "constant", 100) == 0.1
-    cosine = recipes.learning_rate(0.1, "cosine", 100)
+    assert recipes.learning_rate(0.1, "constant", 10, 10) == 0.1
+    cosine = recipes.learning_rate(0.1, "cosine", 10, 10)
     assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(100)) == pytest.approx(0.0)
-    step = recipes.learning_rate(0.1, "step", 100)
-    assert [float(step(t)) for t in (0, 50, 51, 75, 76)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.01, 0.001]
-    )
     with pytest.raises(ValueError, match="lr_schedule"):
-        recipes.learning_rate(0.1, "linear", 100)
+        recipes.learning_rate(0.1, "linear", 10, 10)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5, 20])
+def test_step_schedule_drops_where_pytorchs_multisteplr_does(epochs):
+    steps_per_epoch = 3
+    step = recipes.learning_rate(0.1, "step", steps_per_epoch, epochs)
+    # The official code: MultiStepLR(milestones=[int(epochs / 2), int(epochs * 3 / 4)]),
+    # stepped after each epoch; epoch e (0-based) trains at 0.1 * 0.1 ** (milestones <= e).
+    milestones = [int(epochs / 2), int(epochs * 3 / 4)]
+    expected = [0.1 * 0.1 ** sum(m <= e for m in milestones) for e in range(epochs)]
+    schedule = step if callable(step) else (lambda t: step)
+    got = [float(schedule(e * steps_per_epoch + i)) for e in range(epochs) for i in range(3)]
+    assert got == pytest.approx([lr for lr in expected for _ in range(3)])
+
+
+def test_nesterov_sgd_is_pytorchs_update_at_a_constant_rate():
+    lr, mu, w0 = 0.1, 0.9, np.array([1.0, -2.0], "float32")
+    optimizer = recipes.optimizer("sgd", lr, mu, "constant", 1, 1, nesterov=True)
+    w = keras.Variable(w0)
+    buffer, expected = np.zeros(2), w0.astype("float64")
+    for _ in range(4):  # loss = sum(w^3) / 3: the gradient is w^2
+        optimizer.apply_gradients([(keras.ops.square(w), w)])
+        gradient = expected**2
+        buffer = mu * buffer + gradient  # torch.optim.SGD(nesterov=True)
+        expected = expected - lr * (gradient + mu * buffer)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(w), expected, rtol=1e-5)
+
+
+def test_nesterov_is_refused_where_it_means_nothing():
+    with pytest.raises(ValueError, match="nesterov"):
+        recipes.optimizer("adam", 1e-3, 0.9, "constant", 1, 1, nesterov=True)
+    with pytest.raises(ValueError, match="momentum > 0"):
+        recipes.optimizer("sgd", 0.1, 0.0, "constant", 1, 1, nesterov=True)
+
+
+def test_best_validation_keeps_the_first_best_epochs_weights():
+    model = zoo.build("mlp", (8, 8, 1), 10)
+    best = experiment._BestValidation(model)
+    weights = model.get_weights()
+    for epoch, accuracy in enumerate([0.5, 0.7, 0.7, 0.6]):
+        if epoch == 1:
+            weights = model.get_weights()
+        best.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        model.set_weights([w + 1 for w in model.get_weights()])
+    assert (best.epoch, best.accuracy) == (2, 0.7)
+    for kept, expected in zip(best.weights, weights):
+        np.testing.assert_array_equal(kept, expected)
+
+
+def test_a_run_reports_its_best_validation_checkpoint(digits):
+    result = experiment.run(config("gmp", epochs=3), digits)
+    assert 1 <= result.best_val_epoch <= 3
+    assert result.best_val_accuracy == max(result.history["val_accuracy"])
+    assert 0.0 <= result.test_accuracy_best_val <= 1.0
+    if result.best_val_epoch == 3:
+        assert result.test_accuracy_best_val == pytest.approx(result.test_accuracy)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,63 @@
+"""The main job's table: paired gains, p-values, Holm, the CKA difference, the verdicts."""
+
+import pytest
+
+from keras_cka_sr.app import report, stats
+
+
+def run(beta, seed, accuracy, cka):
+    config = dict(method="rst", sparsity=0.99, cka_weight=beta, seed=seed)
+    return dict(
+        config=config,
+        test_accuracy=accuracy,
+        val_accuracy=accuracy,
+        sparsity=0.99,
+        cka_mean=cka,
+        small_weight_share=0.99,
+        seconds=1.0,
+    )
+
+
+BASE = [run(0.0, s, a, c) for s, a, c in [(0, 0.90, 0.97), (1, 0.91, 0.96), (2, 0.92, 0.97)]]
+ACTED = [run(1e-1, s, a, c) for s, a, c in [(0, 0.93, 0.60), (1, 0.95, 0.62), (2, 0.94, 0.58)]]
+IDLE = [run(1e-4, s, a, c) for s, a, c in [(0, 0.91, 0.97), (1, 0.90, 0.96), (2, 0.92, 0.97)]]
+
+
+def test_gain_and_cka_difference_are_paired_by_seed():
+    row = report.summarize(BASE + ACTED)[1]
+    gains = [0.03, 0.04, 0.02]
+    expected = stats.paired_test(gains)
+    assert row["gain_mean"] == pytest.approx(0.03) and row["gain_p"] == pytest.approx(expected.p)
+    assert row["gain_ci95"] == pytest.approx(
+        [0.03 - expected.half_width, 0.03 + expected.half_width]
+    )
+    assert row["gain_mde80"] == pytest.approx(expected.mde80)
+    assert row["cka_diff_mean"] == pytest.approx(-0.3667, abs=1e-4)
+    assert row["cka_diff_ci95"][1] < 0
+
+
+def test_holm_adjusts_over_the_tables_comparisons():
+    summary = report.summarize(BASE + ACTED + IDLE)
+    compared = [row for row in summary if row["cka_weight"] != 0]
+    assert [row["gain_p_holm"] for row in compared] == pytest.approx(
+        stats.holm([row["gain_p"] for row in compared])
+    )
+
+
+def test_table_says_what_it_shows_in_words():
+    table = report.format_table(report.summarize(BASE + ACTED + IDLE))
+    assert "rst 99% beta 1e-01: accuracy higher by 3.00 points" in table
+    assert "CKA fell by 0.367: the penalty acted" in table
+    assert "rst 99% beta 1e-04: no accuracy difference shown" in table
+    assert "CKA not measurably lower" in table
+    assert "Holm = p adjusted" in table
+
+
+def test_one_seed_has_no_spread_and_no_interval():
+    table = report.format_table(report.summarize(BASE[:1] + ACTED[:1]))
+    assert "± 0.00" not in table and "one seed" in table
+
+
+def test_without_a_baseline_the_table_says_so():
+    table = report.format_table(report.summarize(ACTED))
+    assert "add --compare" in table
