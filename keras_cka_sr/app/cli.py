@@ -142,6 +142,7 @@ def train(args):
     """
     import keras
 
+    from keras_cka_sr import pruning
     from keras_cka_sr.app import datasets, experiment
 
     _check_outputs(args, keras.backend.backend())
@@ -202,6 +203,8 @@ def train(args):
             f"{result['seconds']:.1f}s{warning}",
             flush=True,
         )
+        if config.verbose == 1:
+            print(pruning.sparsity_summary(outcome.model), flush=True)
         results.append(result)
         if args.output:
             report.write_results(

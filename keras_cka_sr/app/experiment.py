@@ -255,6 +255,7 @@ class RunResult:
     cka_matrix: list
     cka_layers: list
     magnitude_histogram: dict
+    sparsity_summary: dict  # pruning.sparsity_summary(final model).to_dict()
     history: dict
     finite: bool
     seconds: float
@@ -312,6 +313,7 @@ def run(config, data) -> RunResult:
         cka_matrix=matrix.tolist(),
         cka_layers=monitor.names,
         magnitude_histogram=_log_histogram(stats["magnitudes"]),
+        sparsity_summary=pruning.sparsity_summary(final).to_dict(),
         history=history,
         finite=finite,
         seconds=time.time() - start,

@@ -16,6 +16,7 @@ from keras_cka_sr.pruning.schedules import (
     PruningSchedule,
     StaticMask,
 )
+from keras_cka_sr.pruning.summary import SparsitySummary, WeightSparsity, sparsity_summary
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 __all__ = [
@@ -28,11 +29,14 @@ __all__ = [
     "PruningPolicy",
     "PruningSchedule",
     "PruningSummaries",
+    "SparsitySummary",
     "StaticMask",
     "UpdatePruningStep",
+    "WeightSparsity",
     "collect_prunable_layers",
     "prune_low_magnitude",
     "prune_scope",
+    "sparsity_summary",
     "strip_pruning",
     "unfinished_schedules",
     "warn_unfinished_schedules",

@@ -72,7 +72,7 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
         assert os.path.exists(tmp_path / "saved" / "saved_model.pb")
 
 
-def test_rst_and_oneshot_smoke(tmp_path):
+def test_rst_and_oneshot_smoke(tmp_path, capsys):
     argv = [
         "train",
         "--dataset",
@@ -94,12 +94,17 @@ def test_rst_and_oneshot_smoke(tmp_path):
         "--cka-weight",
         "1e-3",
         "--verbose",
-        "0",
+        "1",
         "--output",
         str(tmp_path / "r.json"),
     ]
     assert cli.main(argv) == 0
-    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    # --verbose 1 prints each run's sparsity summary; the JSON keeps it.
+    assert capsys.readouterr().out.count("nonzeros  sparsity  pattern") == 3
+    results = json.loads((tmp_path / "r.json").read_text())
+    rst = results["runs"][0]
+    assert rst["sparsity_summary"]["sparsity"] == pytest.approx(rst["sparsity"])
+    summary = results["summary"]
     achieved = {row["method"]: row["sparsity_achieved"] for row in summary}
     assert achieved["rst"] == pytest.approx(0.9, abs=0.01)
     assert achieved["oneshot"] == pytest.approx(0.9, abs=0.01)
