@@ -153,3 +153,31 @@ def in_symbolic_call() -> bool:
     from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 
     return in_symbolic_scope()
+
+
+# Per-variable optimizer state that is not a moment of the gradient: the weights' moving
+# average (use_ema) and the gradient-accumulation buffers.
+_NOT_MOMENTS = ("_trainable_variables", "_model_variables_moving_average", "_accumulated_gradients")
+
+
+def optimizer_slots(optimizer, variable) -> list:
+    """The optimizer's per-variable state of `variable`: SGD's momentum, Adam's moments
+    (and AMSGrad's), RMSprop's velocity... Keras 3 has no public map from a model variable
+    to its optimizer variables; `add_optimizer_variables` returns one list per kind, in
+    the order of `_trainable_variables`, which each optimizer keeps as an attribute
+    (`momentums`, `_momentums`, `_velocities`, ...). Empty before the optimizer is built
+    (Keras 3.0+)."""
+    trainable = getattr(optimizer, "_trainable_variables", None)
+    if not trainable or not optimizer.built:
+        return []
+    index = optimizer._get_variable_index(variable)
+    slots = []
+    for name, value in vars(optimizer).items():
+        if name in _NOT_MOMENTS or not isinstance(value, list) or len(value) != len(trainable):
+            continue
+        if not all(v is None or isinstance(v, keras.Variable) for v in value):
+            continue
+        slot = value[index]
+        if slot is not None and tuple(slot.shape) == tuple(variable.shape):
+            slots.append(slot)
+    return slots

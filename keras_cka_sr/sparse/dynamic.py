@@ -5,7 +5,8 @@ Every `update_frequency` train steps until `end_step`, each pruned weight drops 
 entries (those just dropped included): at random (SET, Mocanu et al. 2018) or by largest
 |dense gradient| of the loss (RigL, Evci et al. 2020). `fraction(t) = drop_fraction / 2 *
 (1 + cos(pi t / end_step))` (RigL's cosine decay). Every layer keeps its count of active
-weights; grown weights start at 0. The update runs between compiled train steps, in NumPy
+weights; grown weights start at 0 with zero optimizer state (momentum, Adam's moments), as
+RigL's code resets them. The update runs between compiled train steps, in NumPy
 (the forward pass stays compiled on every backend); the stored weights are masked at once.
 """
 
@@ -14,6 +15,7 @@ import math
 import keras
 import numpy as np
 
+from keras_cka_sr import _compat
 from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import check_float, check_int
 from keras_cka_sr.sparse import masking
@@ -128,12 +130,15 @@ class DynamicSparsity(keras.callbacks.Callback):
             count = int(round(fraction * mask.sum()))
             new_masks.append(drop_and_grow(weight, mask, count, score))
             counts.append(count)
+        optimizer = self.model.optimizer
         for (wrapper, i), old, new in zip(self._slots, current, new_masks):
             grown = (new > 0) & (old == 0)
             if grown.any():
                 variable = wrapper.pruned_weights[i]
-                value = to_numpy(variable)
-                value[grown] = 0.0
-                variable.assign(value)
+                # Grown weights start at 0 with no optimizer history (Evci et al. 2020).
+                for state in [variable, *_compat.optimizer_slots(optimizer, variable)]:
+                    value = to_numpy(state)
+                    value[grown] = 0.0
+                    state.assign(value)
         masking.assign_masks(self._slots, new_masks)
         self.updates.append((step, counts))

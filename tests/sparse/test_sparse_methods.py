@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_cka_sr import pruning, sparse
+from keras_cka_sr import _compat, pruning, sparse
 from tests.support import sparse_oracle
 
 
@@ -265,6 +265,71 @@ def test_grown_weights_start_at_zero():
         grown = (new > 0) & (old == 0)
         assert grown.any()
         assert np.all(ops.convert_to_numpy(wrapper.layer.kernel)[grown] == 0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_grown_weights_start_with_zero_optimizer_state(optimizer):
+    model = mlp(d=20, h=30)
+    sparse.prune_at_initialization(model, "random", 0.8, seed=0)
+    before = masks(model)
+    if optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.optimizer.build(model.trainable_variables)
+    wrappers = pruning.collect_prunable_layers(model)
+    slots = [_compat.optimizer_slots(model.optimizer, w.layer.kernel) for w in wrappers]
+    assert [len(s) for s in slots] == ([2, 2] if optimizer == "adam" else [1, 1])
+    for slot in (v for group in slots for v in group):
+        slot.assign(ops.ones(slot.shape))
+    callback = sparse.DynamicSparsity("set", update_frequency=1, end_step=100, seed=0)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.update(1)
+    for wrapper, old, group in zip(wrappers, before, slots):
+        grown = (ops.convert_to_numpy(wrapper.masks[0]) > 0) & (old == 0)
+        assert grown.any()
+        for slot in group:
+            value = ops.convert_to_numpy(slot)
+            assert np.all(value[grown] == 0) and np.all(value[~grown] == 1)
+
+
+def test_rigl_resets_the_moments_inside_fit():
+    model, (x, y) = mlp(d=20, h=30), data(n=64, d=20)
+    sparse.prune_at_initialization(model, "random", 0.8, seed=0)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = sparse.DynamicSparsity("rigl", update_frequency=3, end_step=15, x=x, y=y, seed=1)
+    seen, later = [], []
+
+    class Check(keras.callbacks.Callback):
+        grown = {}
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.before = masks(self.model)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0:  # stale state everywhere (TF builds the optimizer in step 1)
+                for variable in self.model.optimizer.variables:
+                    if len(variable.shape) == 2:
+                        variable.assign(ops.ones(variable.shape))
+            wrappers = pruning.collect_prunable_layers(self.model)
+            for i, (wrapper, old) in enumerate(zip(wrappers, self.before)):
+                grown = (ops.convert_to_numpy(wrapper.masks[0]) > 0) & (old == 0)
+                slots = _compat.optimizer_slots(self.model.optimizer, wrapper.layer.kernel)
+                values = [np.abs(ops.convert_to_numpy(slot)) for slot in slots]
+                if batch == 3 and i in self.grown:  # one train step after the reset
+                    later.append(float(values[0][self.grown[i]].max()))
+                seen.extend((int(grown.sum()), float(v[grown].sum())) for v in values)
+                if grown.any():
+                    self.grown[i] = grown
+
+    model.fit(
+        x, y, batch_size=8, epochs=1, verbose=0,
+        callbacks=[pruning.UpdatePruningStep(), callback, Check()],
+    )  # fmt: skip
+    assert any(count > 0 for count, _ in seen)
+    assert all(total == 0 for _, total in seen)
+    # The next step starts from the reset state: Adam's m is (1 - 0.9) g, not 0.9 x stale 1.
+    assert later and max(later) < 0.5
 
 
 def test_cosine_decay_of_the_update_fraction():
