@@ -22,6 +22,8 @@ from keras_cka_sr.models import attach_cka_loss
 # config.cka_weight > 0). See the built-in methods at the end of this module.
 TRAINING_METHODS = Registry("method")
 DISTRIBUTE = ("none", "mirrored", "data-parallel")
+_MAGNITUDE_RANKED = ("gmp", "oneshot")
+_MAGNITUDE_ALLOCATIONS = ("default", "uniform", "global")
 _DISTRIBUTE_BACKEND = {"mirrored": "tensorflow", "data-parallel": "jax"}
 
 
@@ -92,7 +94,9 @@ class RunConfig:
     )
     allocation: str = option(
         "default",
-        "layer-wise density: default = erk for rst/set/rigl, global for snip/grasp/synflow/lth",
+        "layer-wise density: default = erk for rst/set/rigl, global for snip/grasp/synflow/lth, "
+        "uniform (each layer on its own) for gmp/oneshot, which also take global (one "
+        "magnitude ranking across layers at every pruning step)",
         choices=lambda: ("default",) + sparse.ALLOCATIONS,
     )
     keep_first_last_dense: bool = option(
@@ -154,6 +158,12 @@ class RunConfig:
                 max_inclusive=False,
             )
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
+        if self.method in _MAGNITUDE_RANKED and self.allocation not in _MAGNITUDE_ALLOCATIONS:
+            raise ValueError(
+                f"allocation={self.allocation!r} does not apply to method {self.method!r}: "
+                "magnitude pruning ranks each layer on its own (default, uniform) or all "
+                "layers together (global)."
+            )
         needed = cka.min_samples(True)
         if self.cka_weight > 0 and self.batch_size < needed:
             raise ValueError(
@@ -484,7 +494,8 @@ def _dense(config, data, base, train):
 @TRAINING_METHODS.register("gmp")
 def _gmp(config, data, base, train):
     """Gradual magnitude pruning (Zhu & Gupta 2017): cubic schedule over the first 75% of
-    training, masks updated 4 times per epoch."""
+    training, masks updated 4 times per epoch; each layer ranked on its own, or all layers
+    together with allocation "global"."""
     steps = steps_per_epoch(config, data)
     schedule = pruning.PolynomialDecay(
         0.0,
@@ -493,7 +504,9 @@ def _gmp(config, data, base, train):
         end_step=int(0.75 * steps * config.epochs),
         frequency=max(1, steps // 4),
     )
-    model = pruning.prune_low_magnitude(base, schedule)
+    model = pruning.prune_low_magnitude(
+        base, schedule, global_ranking=config.allocation == "global"
+    )
     train(model, config.epochs)
     return model
 
@@ -504,7 +517,9 @@ def _oneshot(config, data, base, train):
     dense_epochs = config.epochs // 2
     train(base, dense_epochs)
     schedule = pruning.ConstantSparsity(config.sparsity, begin_step=1, end_step=1, frequency=1)
-    model = pruning.prune_low_magnitude(base, schedule)
+    model = pruning.prune_low_magnitude(
+        base, schedule, global_ranking=config.allocation == "global"
+    )
     train(model, config.epochs - dense_epochs, initial_epoch=dense_epochs)
     return model
 

@@ -10,7 +10,7 @@ from keras_cka_sr import _compat
 from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr._validation import check_not_torch_compiled
 from keras_cka_sr.pruning import registry
-from keras_cka_sr.pruning.wrapper import collect_prunable_layers
+from keras_cka_sr.pruning.wrapper import collect_prunable_layers, set_global_group
 
 _SPARSITY_TOLERANCE = 1e-3  # frequency grids end a little short of end_step: tiny shortfalls
 
@@ -34,6 +34,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         layers = collect_prunable_layers(self.model)
         if layers:
             check_not_torch_compiled(self.model, "Pruning (PruneLowMagnitude)")
+            set_global_group(self.model)
         for layer in layers:
             registry.check_maskable(layer.layer)  # before fit takes the model's state
             layer.callback_active = True

@@ -9,7 +9,11 @@ from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.policy import PruningPolicy
 from keras_cka_sr.pruning.schedules import default_schedule
-from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
+from keras_cka_sr.pruning.wrapper import (
+    PruneLowMagnitude,
+    collect_prunable_layers,
+    set_global_group,
+)
 
 
 def prune_low_magnitude(
@@ -19,6 +23,7 @@ def prune_low_magnitude(
     block_pooling_type="AVG",
     sparsity_m_by_n=None,
     pruning_policy=None,
+    global_ranking=False,
     **kwargs,
 ):
     """Wraps layers in `PruneLowMagnitude`, as `tfmot.sparsity.keras.prune_low_magnitude`.
@@ -28,7 +33,10 @@ def prune_low_magnitude(
     layers (returns a list). Train with the `UpdatePruningStep` callback.
     The default schedule is tfmot's: `ConstantSparsity(0.5, begin_step=0, frequency=100)`.
     `pruning_policy` (a `PruningPolicy`, models only) checks the model first and wraps
-    only the layers it allows.
+    only the layers it allows. `global_ranking=True` (an extension of tfmot's API, as
+    jaxpruner's global magnitude pruning) ranks the weights of all wrapped layers together
+    at each pruning step: one threshold across layers, the schedule's sparsity reached over
+    all of them, layers pruned unevenly (see `PruneLowMagnitude`).
     """
     if pruning_policy is not None:
         if not isinstance(pruning_policy, PruningPolicy):
@@ -46,6 +54,7 @@ def prune_low_magnitude(
         block_size=block_size,
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
+        global_ranking=global_ranking,
     )
     single_layer = isinstance(to_prune, keras.layers.Layer) and not isinstance(
         to_prune, keras.Model
@@ -76,7 +85,9 @@ def prune_low_magnitude(
                 raise ValueError(registry.unsupported_message(layer))
             return _copy_layer(layer)
 
-        return _clone_with_weights(to_prune, wrap)
+        pruned = _clone_with_weights(to_prune, wrap)
+        set_global_group(pruned)
+        return pruned
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, **params, **kwargs)
     raise ValueError(  # tfmot's text, word for word

@@ -22,7 +22,7 @@ import keras
 from keras import ops
 
 from keras_cka_sr import _compat
-from keras_cka_sr._validation import is_int
+from keras_cka_sr._validation import check_bool, is_int
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule, default_schedule
@@ -61,6 +61,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_pooling_type: "AVG" or "MAX", how a block's magnitude is pooled.
         sparsity_m_by_n: e.g. `(2, 4)`: 2 zeros in every 4 consecutive input-channel
             values, set once at step 1 (the schedule's sparsity is then not used).
+        global_ranking: rank this layer's weights together with every other
+            `global_ranking` wrapper of the model (one threshold across layers, the
+            schedule's sparsity over their weights together, as jaxpruner's global
+            magnitude pruning) instead of within the layer. The wrappers of one model
+            must share one schedule. `prune_low_magnitude(model, ...,
+            global_ranking=True)` groups them; `UpdatePruningStep` regroups them at
+            train begin (e.g. after loading). Elementwise pruning only.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size=(1, 1),
         block_pooling_type="AVG",
         sparsity_m_by_n=None,
+        global_ranking=False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
@@ -108,6 +116,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             sparsity_m_by_n = mask_math.check_m_by_n(sparsity_m_by_n, name="sparsity_m_by_n")
             if block_size != (1, 1):
                 raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
+        global_ranking = check_bool("global_ranking", global_ranking)
+        if global_ranking and (block_size != (1, 1) or sparsity_m_by_n is not None):
+            raise ValueError(
+                "`global_ranking=True` ranks single weights across layers; it cannot be "
+                f"combined with block_size={block_size} or sparsity_m_by_n={sparsity_m_by_n}. "
+                "Use global_ranking=False for block or m:n pruning."
+            )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         _compat.inherit_input_shape(self, layer)
@@ -115,6 +130,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_size = block_size
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
+        self.global_ranking = global_ranking
+        self._group = _Group()  # the global_ranking wrappers it ranks with (set_global_group)
         self.callback_active = False
         self._stepped_in = None  # weakref to the forward pass that last stepped
         parameters = inspect.signature(layer.call).parameters
@@ -214,6 +231,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
         def update():
             _, sparsity = self.pruning_schedule(step)
+            if self.global_ranking:
+                return self._global_masks(sparsity)
             new = [self._new_mask(w, m, sparsity) for w, m in zip(self.pruned_weights, self.masks)]
             return [t for t, _ in new], [m for _, m in new]
 
@@ -230,6 +249,30 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             variable.assign(value)
         for variable, value in zip(self.masks, new_masks):
             variable.assign(value)
+
+    def _global_masks(self, sparsity):
+        """Masks from one threshold over the masked weights of every wrapper of the group.
+
+        Each wrapper of the group computes the same threshold: a wrapper updated earlier
+        in the forward pass zeroed only values below it, which leaves it unchanged."""
+        if not self._group.members:
+            raise ValueError(
+                f"{self.name!r} has global_ranking=True but no group of layers to rank with: "
+                "wrap the model with prune_low_magnitude(model, ..., global_ranking=True), "
+                "or train with the UpdatePruningStep callback (it groups the layers)."
+            )
+        everything = [
+            ops.reshape(ops.convert_to_tensor(w) * ops.convert_to_tensor(m), (-1,))
+            for peer in self._group.members
+            for w, m in zip(peer.pruned_weights, peer.masks)
+        ]
+        dtype = self.pruned_weights[0].dtype
+        threshold, _ = mask_math.magnitude_mask(ops.concatenate(everything), sparsity)
+        masks = [
+            ops.cast(ops.greater_equal(ops.abs(ops.convert_to_tensor(w) * m), threshold), w.dtype)
+            for w, m in zip(self.pruned_weights, (ops.convert_to_tensor(m) for m in self.masks))
+        ]
+        return [ops.cast(threshold, dtype) for _ in self.pruned_weights], masks
 
     def _new_mask(self, weight, mask, sparsity):
         if self.sparsity_m_by_n is not None:
@@ -304,6 +347,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "sparsity_m_by_n": None
                 if self.sparsity_m_by_n is None
                 else list(self.sparsity_m_by_n),
+                "global_ranking": self.global_ranking,
             }
         )
         return config
@@ -320,6 +364,32 @@ def _locate(layer, variable):
         f"Cannot find the attribute of layer {layer.name!r} that holds weight "
         f"{variable.path!r}; a PrunableLayer must keep its prunable weights as attributes."
     )
+
+
+def set_global_group(model) -> list:
+    """Groups the `global_ranking` wrappers of `model` to rank together (returns them).
+
+    They must share one schedule (equal configs); a `ValueError` says which differ."""
+    group = [layer for layer in collect_prunable_layers(model) if layer.global_ranking]
+    if not group:
+        return group
+    first = keras.saving.serialize_keras_object(group[0].pruning_schedule)
+    for layer in group[1:]:
+        if keras.saving.serialize_keras_object(layer.pruning_schedule) != first:
+            raise ValueError(
+                "Layers pruned with global_ranking=True rank together and must share one "
+                f"schedule; {group[0].name!r} has {group[0].pruning_schedule!r} and "
+                f"{layer.name!r} has {layer.pruning_schedule!r}."
+            )
+    for layer in group:
+        layer._group.members = tuple(group)
+    return group
+
+
+class _Group:
+    """A plain holder: a list of layers set on a layer would be tracked as its sublayers."""
+
+    members = ()
 
 
 def collect_prunable_layers(model):

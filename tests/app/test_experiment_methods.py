@@ -149,3 +149,16 @@ def test_bad_configs_are_rejected_at_construction(overrides, message):
     method = overrides.pop("method", "rst")
     with pytest.raises(ValueError, match=message):
         config(method, **overrides)
+
+
+@pytest.mark.parametrize("method", ["gmp", "oneshot"])
+def test_magnitude_methods_rank_globally_on_request(method, digits):
+    result = experiment.run(config(method, allocation="global", epochs=2), digits)
+    rows = result.sparsity_summary["rows"]
+    assert result.sparsity_summary["sparsity"] == pytest.approx(0.9, abs=2e-3)
+    assert max(r["sparsity"] for r in rows) - min(r["sparsity"] for r in rows) > 0.05
+
+
+def test_magnitude_methods_refuse_erk():
+    with pytest.raises(ValueError, match="does not apply to method 'gmp'"):
+        config("gmp", allocation="erk")
