@@ -101,22 +101,23 @@ def test_sparse_methods_cost_reports_every_method(tmp_path):
 
 
 def test_study_summary_pairs_runs_by_seed(tmp_path):
-    def run(method, beta, seed, acc):
+    def run(method, beta, seed, acc, cka=0.9):
         config = {"method": method, "sparsity": 0.9, "cka_weight": beta, "seed": seed}
-        return {"config": config, "test_accuracy": acc}
+        return {"config": config, "test_accuracy": acc, "cka_mean": cka}
 
     runs = [run("rst", 0.0, 0, 0.50), run("rst", 0.0, 1, 0.60), run("rst", 0.0, 2, 0.70)]
-    runs += [run("rst", 1e-4, 0, 0.52), run("rst", 1e-4, 1, 0.61), run("rst", 1e-4, 2, 0.73)]
+    runs += [run("rst", 1e-4, s, a, 0.8) for s, a in enumerate([0.52, 0.61, 0.73])]
     path = tmp_path / "study.json"
     path.write_text(json.dumps({"runs": runs}))
-    rows = load_script("benchmarks/studies", "summarize").main([str(path), "--paired"])
-    (_, _, n0, mean0, _, gain0, _, _), (_, beta, n, mean, std, gain, low, high) = rows
-    assert (n0, n, beta) == (3, 3, 1e-4) and gain0 != gain0  # no gain for the baseline
-    assert mean0 == pytest.approx(0.6) and mean == pytest.approx(0.62)
-    assert gain == pytest.approx(0.02)  # gains 0.02, 0.01, 0.03: std 0.01, t(2) = 4.303
-    assert (low, high) == pytest.approx(
-        (0.02 - 4.303 * 0.01 / 3**0.5, 0.02 + 4.303 * 0.01 / 3**0.5)
-    )
+    base, treated = load_script("benchmarks/studies", "summarize").main([str(path), "--paired"])
+    assert (base["n"], treated["n"], treated["variant"]) == (3, 3, 1e-4)
+    assert base["gain"] is None  # no gain for the baseline
+    assert base["mean"] == pytest.approx(0.6) and treated["mean"] == pytest.approx(0.62)
+    gain = treated["gain"]  # gains 0.02, 0.01, 0.03: std 0.01, t(2) = 4.303
+    assert gain.mean == pytest.approx(0.02)
+    assert gain.half_width == pytest.approx(4.303 * 0.01 / 3**0.5, rel=1e-4)
+    assert treated["cka"].mean == pytest.approx(-0.1)
+    assert treated["holm"] == pytest.approx(gain.p)  # a family of one
 
 
 def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
@@ -124,7 +125,7 @@ def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
         config = {"method": "rst", "sparsity": 0.98, "cka_weight": beta, "seed": seed}
         if cap is not None:
             config["cka_grad_cap"] = cap
-        return {"config": config, "test_accuracy": acc}
+        return {"config": config, "test_accuracy": acc, "cka_mean": 0.9}
 
     base = [run(0.0, None, s, a) for s, a in enumerate([0.6, 0.7])]
     uncapped = [run(1e-4, None, s, 0.1) for s in range(2)]
@@ -135,8 +136,34 @@ def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
     rows = load_script("benchmarks/studies", "summarize").main(
         argv + ["--treatment", "cka_grad_cap"]
     )
-    assert [row[1] for row in rows] == [(0.0, None), (1e-4, None), (1e-4, 0.1)]
-    assert rows[1][5] == pytest.approx(-0.55) and rows[2][5] == pytest.approx(0.005)
+    assert [row["variant"] for row in rows] == [(0.0, None), (1e-4, None), (1e-4, 0.1)]
+    assert rows[1]["gain"].mean == pytest.approx(-0.55)
+    assert rows[2]["gain"].mean == pytest.approx(0.005)
+    # --primary leaves the pre-registered comparison out of the Holm family.
+    rows = load_script("benchmarks/studies", "summarize").main(
+        argv + ["--treatment", "cka_grad_cap", "--primary", "1e-4", "--primary-treatment", "0.1"]
+    )
+    assert rows[2]["holm"] is None and rows[1]["holm"] == pytest.approx(rows[1]["gain"].p)
+
+
+def test_sparse_inference_times_and_sizes_every_variant(tmp_path):
+    pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the TFLite converter needs the TensorFlow backend")
+    args = ["--invokes", "1", "--rounds", "1", "--warmup", "1", "--size", "32"]
+    args += ["--mobilenet-sparsities", "0.9", "--lenet-sparsities", "0.95"]
+    payload = load("sparse_inference").main(args + ["--json", str(tmp_path / "r.json")])
+    mobilenet, lenet = payload["results"]
+    assert set(mobilenet["tflite_bytes"]) == {"dense", "0.9", "0.9_sparse_encoding"}
+    pruned = mobilenet["pruned"]["0.9"]  # the policy prunes the 1x1 convolutions only
+    assert pruned["pruned_weights_sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert 0.5 < pruned["prunable_sparsity"] < 0.9
+    sizes = lenet["tflite_bytes"]
+    assert sizes["0.95_sparse_encoding"] < 0.3 * sizes["dense"]  # the sparse encoding shrinks
+    assert set(lenet["latency"]) == {
+        "1_threads_xnnpack", "1_threads_no_delegate", "2_threads_xnnpack", "2_threads_no_delegate"
+    }  # fmt: skip
+    assert lenet["latency"]["1_threads_xnnpack"]["dense"]["ratio_to_dense"] == 1.0
 
 
 def test_cka_overhead_times_pruned_variants(tmp_path):
