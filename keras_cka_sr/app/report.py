@@ -132,9 +132,11 @@ def verdict(row) -> str:
     low, high = row["gain_ci95"]
     if low > 0 or high < 0:
         word = "higher" if low > 0 else "lower"
+        holm = row["gain_p_holm"]
+        chance = "" if holm < 0.05 else ": could be chance across the table"
         accuracy = (
             f"accuracy {word} by {abs(100 * row['gain_mean']):.2f} points (interval "
-            f"excludes 0; Holm p {_p(row['gain_p_holm'])})"
+            f"excludes 0; Holm p {_p(holm)}{chance})"
         )
     else:
         accuracy = (

@@ -61,3 +61,14 @@ def test_one_seed_has_no_spread_and_no_interval():
 def test_without_a_baseline_the_table_says_so():
     table = report.format_table(report.summarize(ACTED))
     assert "add --compare" in table
+
+
+def test_an_interval_that_excludes_0_after_holm_may_be_chance():
+    row = dict(
+        method="gmp", sparsity_target=0.98, cka_weight=1e-4, pairs=3, gain_mean=-0.0073,
+        gain_ci95=[-0.0131, -0.0016], gain_p_holm=0.66, gain_mde80=0.0072,
+        cka_diff_mean=-0.006, cka_diff_ci95=[-0.043, 0.031],
+    )  # fmt: skip
+    line = report.verdict(row)
+    assert "accuracy lower by 0.73 points" in line and "could be chance" in line
+    assert report.verdict(dict(row, gain_p_holm=0.01)).count("chance") == 0
