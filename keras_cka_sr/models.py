@@ -44,8 +44,9 @@ class CKASRMixin:
 
     The metric is the mean, over the epoch's training steps, of the summed penalty of
     the model's `CKARegularization` layers (0 on the steps that `every_n_steps`
-    skips). The penalty is training-only, so `val_cka_sr` stays 0. Use it for
-    subclassed models: `class MyModel(CKASRMixin, keras.Model)`.
+    skips). The penalty is training-only, so evaluation (and `fit`'s validation) does not
+    report it: there is no `val_cka_sr`. Use it for subclassed models: `class
+    MyModel(CKASRMixin, keras.Model)`.
 
     `penalty_grad_cap` (opt-in, a number > 0): in each train step, the penalty's gradient
     on every trainable tensor is scaled down to at most `penalty_grad_cap` times the task
@@ -69,6 +70,13 @@ class CKASRMixin:
         if self.penalty_grad_cap is None:
             return super().train_step(*args)
         return penalty_cap.train_step(self, *args)
+
+    def test_step(self, *args):
+        result = super().test_step(*args)  # JAX: (logs, state); TF, torch: logs
+        logs = result[0] if isinstance(result, tuple) else result
+        if isinstance(logs, dict):
+            logs.pop(self.cka_tracker.name, None)  # training-only: always 0 here
+        return result
 
     def cka_layers(self):
         """The `CKARegularization` layers of this model (nested ones included)."""

@@ -175,25 +175,28 @@ def train(args):
     others = [run for key, run in finished.items() if key not in asked]
     results, skipped, last_model = [], 0, None
     start = time.time()
-    for config in configs:
+    to_train = sum(report.run_key(dataclasses.asdict(c)) not in finished for c in configs)
+    trained_seconds = []
+    for index, config in enumerate(configs, 1):
+        name = (
+            f"run {index}/{len(configs)}: {config.method} sparsity={config.sparsity} "
+            f"beta={config.cka_weight:g} seed={config.seed}"
+        )
         previous = finished.get(report.run_key(dataclasses.asdict(config)))
         if previous is not None:
-            print(
-                f"== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
-                f"seed={config.seed}: finished in {args.output}, skipped",
-                flush=True,
-            )
+            print(f"== {name}: finished in {args.output}, skipped", flush=True)
             results.append(previous)
             skipped += 1
             continue
-        print(
-            f"\n== {config.method} sparsity={config.sparsity} beta={config.cka_weight:g} "
-            f"seed={config.seed}",
-            flush=True,
-        )
+        left = ""
+        if trained_seconds:
+            remaining = to_train - len(trained_seconds)
+            left = f" (~{_duration(remaining * sum(trained_seconds) / len(trained_seconds))} left)"
+        print(f"\n== {name}{left}", flush=True)
         outcome = experiment.run(config, data)
         last_model = outcome.model
         result = outcome.to_dict()
+        trained_seconds.append(result["seconds"])
         warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
         if math.isfinite(result["cka_grad_ratio_max"]):
             warning = f", penalty/task gradient <= {result['cka_grad_ratio_max']:.2g}" + warning
@@ -218,7 +221,8 @@ def train(args):
     print(f"\n{report.format_table(summary)}")
     read = f" ({skipped} read from {args.output})" if skipped else ""
     print(
-        f"\n{len(results)} runs{read} in {time.time() - start:.0f}s on backend "
+        f"\n{len(results)} run{'s' if len(results) != 1 else ''}{read} in "
+        f"{time.time() - start:.0f}s on backend "
         f"{keras.backend.backend()}."
     )
     if args.output:
@@ -244,6 +248,14 @@ def train(args):
             file=sys.stderr,
         )
     return summary, not bad
+
+
+def _duration(seconds):
+    """`42s`, `7m`, `1h05m`: a rough time left."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _check_unique(args):

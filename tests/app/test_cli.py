@@ -44,6 +44,8 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "test acc %" in printed and "gain [95% interval]" in printed
+    assert "== run 1/2: gmp sparsity=0.8 beta=0 seed=0\n" in printed
+    assert "== run 2/2: gmp sparsity=0.8 beta=0.0001 seed=0 (~" in printed  # time left
 
     results = json.loads(output.read_text())
     assert set(results) == {"dataset", "backend", "summary", "runs"}
@@ -446,3 +448,7 @@ def test_no_flags_give_the_run_config_defaults():
     first = cli._configs(cli.build_parser().parse_args(["train"]))[0]
     expected = dataclasses.asdict(experiment.RunConfig(verbose=2))  # the CLI prints per epoch
     assert dataclasses.asdict(first) == expected
+
+
+def test_time_left_reads_as_seconds_minutes_or_hours():
+    assert [cli._duration(t) for t in (42, 420, 3900)] == ["42s", "7m", "1h05m"]

@@ -263,3 +263,13 @@ def test_start_step_warm_up_in_compiled_train_step():
     x, y = data(n=56)
     attached.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[record])
     assert [v > 0 for v in record.values] == [False] * 4 + [True, False, True]
+
+
+def test_validation_and_evaluate_do_not_report_the_training_only_penalty():
+    attached = compile_(attach_cka_loss(small_cnn(), TAPS, CKASimilarityLoss(weight=0.05)))
+    x, y = data()
+    history = attached.fit(x, y, batch_size=32, validation_data=(x, y), verbose=0).history
+    assert history["cka_sr"][0] > 0 and "val_cka_sr" not in history
+    assert "val_loss" in history
+    logs = attached.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    assert "cka_sr" not in logs and "loss" in logs
