@@ -1,5 +1,6 @@
 """PNG figures of the main job (matplotlib, Agg backend: no screen needed)."""
 
+import math
 import os
 
 import numpy as np
@@ -30,11 +31,17 @@ def _line_axes(plt, xlabel, ylabel):
     return fig, ax
 
 
+def _setting(run):
+    config = run["config"]
+    return f"{config['method']} at {100 * config['sparsity']:g}% sparsity, seed {config['seed']}"
+
+
 def cka_heatmaps(baseline, cka_sr, path):
-    """CKA matrices of the tapped layers, baseline and CKA-SR side by side."""
+    """CKA matrices of the tapped layers, baseline and CKA-SR side by side (one setting and
+    seed, named in the title)."""
     plt = _pyplot()
     runs = [(r, t) for r, t in ((baseline, "baseline"), (cka_sr, "CKA-SR")) if r is not None]
-    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 5.0), squeeze=False)
     for ax, (run, title) in zip(axes[0], runs):
         matrix = np.asarray(run["cka_matrix"])
         image = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
@@ -43,64 +50,96 @@ def cka_heatmaps(baseline, cka_sr, path):
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         beta = run["config"]["cka_weight"]
         ax.set_title(
-            f"{title} (beta={beta:g}): mean within-stage CKA {run['cka_mean']:.3f}", fontsize=9
+            f"{title}, beta={beta:g}: mean within-stage CKA {run['cka_mean']:.3f}", fontsize=9
         )
-        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.colorbar(image, ax=ax, fraction=0.046, label="CKA")
+    fig.suptitle(f"CKA between tapped layers after training: {_setting(runs[0][0])}", fontsize=10)
     return _save(plt, fig, path)
 
 
 def magnitude_histograms(runs, path):
-    """Histogram of log10 |w| of the prunable kernels, one line per run."""
+    """Histogram of log10 |w| over the nonzero prunable kernel weights, one line per beta
+    (one setting and seed); the share of exact zeros per run is in the title."""
     plt = _pyplot()
-    fig, ax = _line_axes(plt, "log10 |w| (nonzero kernel weights)", "count")
+    fig, ax = _line_axes(plt, "log10 |w| (nonzero kernel weights only)", "weights per bin")
+    low, high, zeros = math.inf, -math.inf, []
     for run in runs:
         hist = run["magnitude_histogram"]
         edges = np.asarray(hist["log10_edges"])
+        counts = np.asarray(hist["counts"])
         centers = (edges[:-1] + edges[1:]) / 2
-        label = f"beta={run['config']['cka_weight']:g} ({hist['zeros']} exact zeros)"
-        ax.step(centers, hist["counts"], where="mid", label=label)
+        beta = run["config"]["cka_weight"]
+        total = int(counts.sum()) + hist["zeros"]
+        share = hist["zeros"] / total if total else 0.0
+        zeros.append(f"beta={beta:g}: {100 * share:.1f}%")
+        ax.step(centers, counts, where="mid", label=f"beta={beta:g}")
+        used = np.flatnonzero(counts)
+        if used.size:
+            low, high = min(low, edges[used[0]]), max(high, edges[used[-1] + 1])
+    if math.isfinite(low):
+        ax.set_xlim(low - 0.25, high + 0.25)
     ax.set_yscale("log")
     ax.legend(fontsize=8)
+    ax.set_title(f"{_setting(runs[0])}\nexact zeros (not shown): {', '.join(zeros)}", fontsize=9)
     return _save(plt, fig, path)
 
 
 def accuracy_vs_sparsity(summary, path):
-    """Test accuracy (mean ± std over seeds) against sparsity, per method and beta."""
+    """Test accuracy in percent (mean over seeds, error bars ± 1 std) against sparsity, per
+    method and beta; lines are offset a little along x so that none hides another."""
     plt = _pyplot()
-    fig, ax = _line_axes(plt, "target sparsity", "test accuracy")
+    seeds = sorted({len(row["seeds"]) for row in summary})
+    fig, ax = _line_axes(plt, "target sparsity", "test accuracy (%)")
     lines = {}
     for row in summary:
         lines.setdefault((row["method"], row["cka_weight"]), []).append(row)
-    for (method, beta), rows in sorted(lines.items()):
+    styles = ["-", "--", "-.", ":"]
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for index, ((method, beta), rows) in enumerate(sorted(lines.items())):
         rows = sorted(rows, key=lambda r: r["sparsity_target"])
-        x = [r["sparsity_target"] for r in rows]
+        offset = 0.002 * (index - (len(lines) - 1) / 2)
         ax.errorbar(
-            x,
-            [r["test_accuracy_mean"] for r in rows],
-            yerr=[r["test_accuracy_std"] for r in rows],
-            marker="o",
+            [r["sparsity_target"] + offset for r in rows],
+            [100 * r["test_accuracy_mean"] for r in rows],
+            yerr=[100 * r["test_accuracy_std"] for r in rows],
+            marker=markers[index % len(markers)],
+            linestyle=styles[index % len(styles)],
             capsize=3,
             label=f"{method}, beta={beta:g}",
         )
+    ax.set_xlim(right=1.0)
     ax.legend(fontsize=8)
+    counts = "/".join(map(str, seeds))
+    spread = 0.002 * (len(lines) - 1) / 2
+    ax.set_title(
+        f"mean over {counts} seed(s); error bars: ± 1 std over seeds (none for one seed)\n"
+        f"lines shifted by up to ±{spread:.3f} along x so that none hides another",
+        fontsize=9,
+    )
     return _save(plt, fig, path)
 
 
 def write_all(results, summary, directory):
-    """Writes the three figures into `directory`; returns their paths."""
+    """Writes into `directory`, per (method, sparsity), a CKA heatmap and a weight
+    histogram of its first seed (baseline beside CKA-SR), and one accuracy-vs-sparsity
+    figure; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
-    first = results[0]["config"]
-    same = [
-        r
-        for r in results
-        if r["config"]["method"] == first["method"]
-        and r["config"]["sparsity"] == first["sparsity"]
-        and r["config"]["seed"] == first["seed"]
-    ]
-    baseline = next((r for r in same if r["config"]["cka_weight"] == 0), None)
-    regularized = next((r for r in same if r["config"]["cka_weight"] > 0), None)
-    paths.append(cka_heatmaps(baseline, regularized, os.path.join(directory, "cka_heatmap.png")))
-    paths.append(magnitude_histograms(same, os.path.join(directory, "weight_magnitudes.png")))
+    settings = {}
+    for run in results:
+        config = run["config"]
+        settings.setdefault((config["method"], config["sparsity"]), []).append(run)
+    for (method, sparsity), runs in settings.items():
+        seed = runs[0]["config"]["seed"]
+        same = [r for r in runs if r["config"]["seed"] == seed]
+        baseline = next((r for r in same if r["config"]["cka_weight"] == 0), None)
+        regularized = next((r for r in same if r["config"]["cka_weight"] > 0), None)
+        tag = f"{method}_{sparsity:g}"
+        paths.append(
+            cka_heatmaps(baseline, regularized, os.path.join(directory, f"cka_heatmap_{tag}.png"))
+        )
+        paths.append(
+            magnitude_histograms(same, os.path.join(directory, f"weight_magnitudes_{tag}.png"))
+        )
     paths.append(accuracy_vs_sparsity(summary, os.path.join(directory, "accuracy_vs_sparsity.png")))
     return paths

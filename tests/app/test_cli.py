@@ -66,7 +66,8 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
     assert "gain_mean" in results["summary"][1]
     run = results["runs"][0]
     assert len(run["cka_matrix"]) == len(run["cka_layers"]) == 4
-    for name in ("cka_heatmap.png", "weight_magnitudes.png", "accuracy_vs_sparsity.png"):
+    names = ("cka_heatmap_gmp_0.8.png", "weight_magnitudes_gmp_0.8.png", "accuracy_vs_sparsity.png")
+    for name in names:
         path = plots / name
         assert path.exists() and path.stat().st_size > 1000
     assert os.path.exists(tmp_path / "m.keras")

@@ -1,0 +1,71 @@
+"""The main job's figures say what they show: rendered on a tiny study, labels read back."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from keras_cka_sr.app import plots, report  # noqa: E402
+
+
+def run(method, sparsity, beta, seed, accuracy):
+    edges = np.linspace(-8, 1, 46).tolist()
+    counts = [0] * 45
+    counts[30], counts[33] = 40, 60  # bins [-2.0, -1.8] and [-1.4, -1.2] only
+    return dict(
+        config=dict(method=method, sparsity=sparsity, cka_weight=beta, seed=seed),
+        test_accuracy=accuracy, val_accuracy=accuracy, sparsity=sparsity, cka_mean=0.9,
+        small_weight_share=sparsity, seconds=1.0, cka_matrix=[[1.0, 0.9], [0.9, 1.0]],
+        cka_layers=["a", "b"], magnitude_histogram=dict(log10_edges=edges, counts=counts, zeros=900),
+    )  # fmt: skip
+
+
+RUNS = [
+    run(m, s, b, seed, 0.9 - s / 10 + b)
+    for m in ("gmp", "rst")
+    for s in (0.9, 0.95)
+    for seed in (3, 4)
+    for b in (0.0, 1e-4)
+]
+
+
+@pytest.fixture
+def figures(monkeypatch, tmp_path):
+    drawn = {}
+
+    def keep(plt, fig, path):
+        drawn[path.rsplit("/", 1)[-1]] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.write_all(RUNS, report.summarize(RUNS), str(tmp_path))
+    yield drawn
+    plots._pyplot().close("all")
+
+
+def test_one_heatmap_and_histogram_per_setting_naming_its_seed(figures):
+    assert sorted(figures) == sorted(
+        [f"{kind}_{m}_{s}.png" for kind in ("cka_heatmap", "weight_magnitudes")
+         for m in ("gmp", "rst") for s in ("0.9", "0.95")] + ["accuracy_vs_sparsity.png"]
+    )  # fmt: skip
+    heatmap = figures["cka_heatmap_rst_0.95.png"]
+    assert "rst at 95% sparsity, seed 3" in heatmap._suptitle.get_text()
+    assert [ax.get_title()[:8] for ax in heatmap.axes[:2]] == ["baseline", "CKA-SR, "]
+
+
+def test_histogram_shows_nonzero_weights_and_the_share_of_zeros(figures):
+    ax = figures["weight_magnitudes_gmp_0.9.png"].axes[0]
+    assert "exact zeros (not shown): beta=0: 90.0%, beta=0.0001: 90.0%" in ax.get_title()
+    assert "nonzero" in ax.get_xlabel()
+    # The bins that hold weights (with a 0.25 margin), not the histogram's -8 to 1.
+    assert ax.get_xlim() == pytest.approx((-2.25, -0.95))
+
+
+def test_accuracy_plot_is_in_percent_with_labelled_error_bars_up_to_1(figures):
+    ax = figures["accuracy_vs_sparsity.png"].axes[0]
+    assert ax.get_ylabel() == "test accuracy (%)" and ax.get_xlim()[1] == 1.0
+    assert "error bars: ± 1 std over seeds" in ax.get_title()
+    lines = [container.lines[0] for container in ax.containers]
+    xs = [tuple(line.get_xdata()) for line in lines]
+    assert len(set(xs)) == len(xs) == 4  # offset: no line hides another
+    assert min(min(line.get_ydata()) for line in lines) > 50
