@@ -5,8 +5,8 @@ pruning_with_keras.ipynb) with the import changed, on the embedded MNIST-5k (450
 and 1000 test digits) instead of a download. Changes Keras 3 needs are marked `# Keras 3:`.
 It trains a small CNN, prunes it from 50% to 80% sparsity, strips the wrappers, compares
 gzipped sizes, converts to TFLite (with and without post-training quantization) and
-checks that TFLite's test accuracy equals Keras'. The README's "Deploying a pruned model"
-figures come from this script:
+checks that TFLite's test accuracy equals Keras'. The figures in docs/deploying.md come
+from this script:
 
     KERAS_BACKEND=tensorflow python examples/pruning_in_keras.py \
         --output benchmarks/results/deploy_mnist5k_tensorflow.json

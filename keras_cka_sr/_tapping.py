@@ -1,11 +1,16 @@
 """Tapping layer outputs (private): layer names and groups, the pairs compared within
 groups, and the re-tracing of a functional or Sequential graph that collects the outputs."""
 
+from collections.abc import Sequence
+from typing import TypeAlias
+
 import keras
 
 from keras_cka_sr import _compat
 
 PAIRS = ("all", "adjacent")
+# Layer names, or lists of them (groups: only layers within a list are compared).
+LayerNames: TypeAlias = Sequence[str] | Sequence[Sequence[str]]
 
 
 def compared_pairs(groups, num_features: int, pairs: str = "all"):

@@ -7,10 +7,11 @@ import warnings
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from keras_cka_sr import _compat, cka
 from keras_cka_sr._autodiff import compiled, gradients
-from keras_cka_sr._tapping import PAIRS, compared_pairs, parse_layer_names
+from keras_cka_sr._tapping import PAIRS, LayerNames, compared_pairs, parse_layer_names
 from keras_cka_sr._validation import check_float
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import feature_model
@@ -33,7 +34,14 @@ class CKAMonitor(keras.callbacks.Callback):
     of `names` (the unique layer names, in order of first appearance).
     """
 
-    def __init__(self, probe, layer_names, unbiased=True, pairs="all", log_key="cka_mean"):
+    def __init__(
+        self,
+        probe: ArrayLike,
+        layer_names: LayerNames,
+        unbiased: bool = True,
+        pairs: str = "all",
+        log_key: str = "cka_mean",
+    ) -> None:
         super().__init__()
         self.names, groups = parse_layer_names(layer_names)
         if pairs not in PAIRS:
@@ -92,12 +100,13 @@ class CKAGradientMonitor(keras.callbacks.Callback):
     largest ratio; `ratios` keeps every measurement, by weight path. The first time a
     ratio exceeds `warn_above`, it warns: the penalty then steers those kernels more than
     the task does (with Adam, whatever beta is), which is how CKA-SR drove sparse
-    LeNet-5 to chance (README, "Safety"). The ratios are measured before any
+    LeNet-5 to chance (docs: "Safety"). The ratios are measured before any
     `penalty_grad_cap` of the model; with a cap, the warning is about the capped ratio,
     `min(ratio, cap)`, which is what the train step applies.
 
     Args:
-        x, y: the probe batch (e.g. 64 training samples) and its targets.
+        x: the probe batch (e.g. 64 training samples).
+        y: its targets.
         layer_names: the tapped layers, as given to `attach_cka_loss`.
         loss: the `CKASimilarityLoss` (its `every_n_steps`/`start_step` are ignored:
             the diagnostic measures the penalty's gradient when it is computed).
@@ -108,7 +117,15 @@ class CKAGradientMonitor(keras.callbacks.Callback):
     passes on the probe batch per epoch (`benchmarks/gradient_monitor_cost.py`).
     """
 
-    def __init__(self, x, y, layer_names, loss, warn_above=1.0, log_key="cka_grad_ratio"):
+    def __init__(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        layer_names: LayerNames,
+        loss: CKASimilarityLoss,
+        warn_above: float = 1.0,
+        log_key: str = "cka_grad_ratio",
+    ) -> None:
         super().__init__()
         self.names, groups = parse_layer_names(layer_names)
         if not isinstance(loss, CKASimilarityLoss):

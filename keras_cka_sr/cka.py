@@ -33,17 +33,22 @@ value and gradient alike. Feature sizes after the batch axis may be known only a
 
 import math
 from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 from keras import backend, ops
 
 FORMS = ("auto", "gram", "feature")
+# A tensor of the active backend or a NumPy array.
+Tensor: TypeAlias = Any
 DEFAULT_EPSILON = 1e-6
 # Centered norm below this fraction of the raw norm: zero variance.
 _ZERO_VARIANCE_RATIO = {"float32": 1e-5, "float64": 1e-12}
 
 
-def linear_cka(x, y, unbiased: bool = False, epsilon: float = DEFAULT_EPSILON):
+def linear_cka(
+    x: Tensor, y: Tensor, unbiased: bool = False, epsilon: float = DEFAULT_EPSILON
+) -> Tensor:
     """Linear CKA between two representations of the same `n` samples.
 
     Args:
@@ -65,7 +70,7 @@ def cka_matrix(
     unbiased: bool = False,
     epsilon: float = DEFAULT_EPSILON,
     method: str = "auto",
-):
+) -> Tensor:
     """Pairwise linear CKA of a list of `L` representations: an `(L, L)` tensor.
 
     The matrix is symmetric with unit diagonal (0 on the diagonal of a layer with
@@ -103,7 +108,7 @@ def pairwise_cka(
     unbiased: bool = False,
     epsilon: float = DEFAULT_EPSILON,
     method: str = "auto",
-):
+) -> Tensor:
     """CKA for selected index pairs of `features`: a vector with one entry per pair.
 
     Each layer's centered Gram matrix (or feature statistics) is computed once,

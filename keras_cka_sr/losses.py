@@ -1,6 +1,7 @@
 """The CKA-SR penalty: weighted sum of inter-layer CKA within groups of tapped layers."""
 
 import functools
+from collections.abc import Sequence
 
 import keras
 from keras import ops
@@ -41,7 +42,7 @@ class CKASimilarityLoss:
             0 otherwise; the other steps skip the Gram work.
         start_step: a warm-up: the penalty is 0 before this training step (counted
             from 0), e.g. until a sparse net without normalization has escaped its
-            vanishing-signal start (README, "Safety"). 0 starts at once.
+            vanishing-signal start (docs: "Safety"). 0 starts at once.
         epsilon: CKA of a layer whose (normalized) self-HSIC is below this is 0.
         method: "auto", "gram" or "feature"; see `keras_cka_sr.cka`.
 
@@ -54,16 +55,16 @@ class CKASimilarityLoss:
 
     def __init__(
         self,
-        weight=1e-4,
-        unbiased=True,
-        groups=None,
-        pairs="all",
-        num_samples=None,
-        every_n_steps=1,
-        epsilon=cka.DEFAULT_EPSILON,
-        method="auto",
-        start_step=0,
-    ):
+        weight: float = 1e-4,
+        unbiased: bool = True,
+        groups: Sequence[Sequence[int]] | None = None,
+        pairs: str = "all",
+        num_samples: int | None = None,
+        every_n_steps: int = 1,
+        epsilon: float = cka.DEFAULT_EPSILON,
+        method: str = "auto",
+        start_step: int = 0,
+    ) -> None:
         self.weight = check_float("weight", weight, 0.0)
         self.unbiased = check_bool("unbiased", unbiased)
         if pairs not in PAIRS:

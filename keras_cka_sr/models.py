@@ -50,7 +50,7 @@ class CKASRMixin:
 
     `penalty_grad_cap` (opt-in, a number > 0): in each train step, the penalty's gradient
     on every trainable tensor is scaled down to at most `penalty_grad_cap` times the task
-    loss's gradient on it (norms per tensor; README "Safety"). The step then computes the
+    loss's gradient on it (norms per tensor; docs: "Safety"). The step then computes the
     two gradients apart: one forward and two backward passes. None: Keras' own train step.
 
     On the torch backend, `jit_compile=True` (torch.compile) is refused when `fit` starts.

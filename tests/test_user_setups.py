@@ -222,7 +222,7 @@ def fit_with_warnings(schedule, n=1130, batch_size=10):
 
 
 def test_a_schedule_longer_than_training_warns_once_with_the_figures():
-    """The README's snippet (end_step 2000) on one epoch of 113 steps."""
+    """The pruning guide's trap (end_step 2000) on one epoch of 113 steps."""
     model, messages = fit_with_warnings(pruning.PolynomialDecay(0.5, 0.9, 0, 2000, frequency=100))
     assert len(messages) == 1
     assert (

@@ -22,7 +22,7 @@ if [[ $step == all || $step == lr ]]; then
 fi
 
 # The learning rate chosen in step 1 (highest mean validation accuracy over GMP and RST at 95%
-# and 99%; see the README).
+# and 99%; see docs/results.md).
 LR=${LR:-0.05}
 
 # 2. RST and GMP at four sparsities, beta 1e-4 against beta 0 on the same 5 seeds.

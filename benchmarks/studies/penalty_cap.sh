@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The opt-in gradient cap on the collapse case (README "Safety"): RST LeNet-5 on MNIST-5k at
+# The opt-in gradient cap on the collapse case (docs/safety.md): RST LeNet-5 on MNIST-5k at
 # 98% and 99% with the unscaled initialization (--no-rescale) and Adam 1e-3, where CKA-SR
 # drove 0.1.0 to chance. beta 0 and beta 1e-4 uncapped (--compare), then beta 1e-4 with
 # --cka-grad-cap 0.1, on the same 3 seeds. Resumable: each finished run is written.

@@ -539,7 +539,7 @@ def _at_initialization(method):
             rounds=config.synflow_rounds,
             batch_size=config.batch_size,
             # Random masks only: SNIP/GraSP/SynFlow keep large weights, and rescaling their
-            # masks measured harmful (README, "Sparse training methods").
+            # masks measured harmful (docs: "Sparse training methods").
             rescale=config.rescale and method == "random",
             seed=config.seed,
         )

@@ -72,14 +72,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def __init__(
         self,
-        layer,
-        pruning_schedule=None,
-        block_size=(1, 1),
-        block_pooling_type="AVG",
-        sparsity_m_by_n=None,
-        global_ranking=False,
+        layer: keras.layers.Layer,
+        pruning_schedule: PruningSchedule | None = None,
+        block_size: tuple[int, int] = (1, 1),
+        block_pooling_type: str = "AVG",
+        sparsity_m_by_n: tuple[int, int] | None = None,
+        global_ranking: bool = False,
         **kwargs,
-    ):
+    ) -> None:
         if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
             raise ValueError(
                 "`layer` must be a Keras layer (prune a model with prune_low_magnitude); "

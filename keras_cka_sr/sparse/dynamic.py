@@ -11,9 +11,11 @@ RigL's code resets them. The update runs between compiled train steps, in NumPy
 """
 
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_cka_sr import _compat
 from keras_cka_sr._numpy import to_numpy
@@ -58,23 +60,25 @@ class DynamicSparsity(keras.callbacks.Callback):
         update_frequency: steps between updates (RigL: 100).
         drop_fraction: the fraction of active weights updated at step 0 (RigL: 0.3).
         end_step: last step with updates; default 75% of the run's steps (RigL's).
-        x, y: data the RigL gradient is taken on (`batch_size` random samples per update).
+        x: inputs the RigL gradient is taken on (`batch_size` random samples per update).
+        y: their targets.
+        batch_size: samples per RigL gradient.
         loss: the task loss (default: sparse categorical cross-entropy on logits).
         seed: seeds the growth (SET) and the batches (RigL).
     """
 
     def __init__(
         self,
-        method="rigl",
-        update_frequency=100,
-        drop_fraction=0.3,
-        end_step=None,
-        x=None,
-        y=None,
-        batch_size=64,
-        loss=None,
-        seed=0,
-    ):
+        method: str = "rigl",
+        update_frequency: int = 100,
+        drop_fraction: float = 0.3,
+        end_step: int | None = None,
+        x: ArrayLike | None = None,
+        y: ArrayLike | None = None,
+        batch_size: int = 64,
+        loss: Callable | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if method not in DYNAMIC_METHODS:
             raise ValueError(f"`method` must be one of {DYNAMIC_METHODS}; got {method!r}.")

@@ -121,7 +121,7 @@ def set_random_masks(
     (sparsity-aware initialization, as Evci et al. and Liu et al.): a layer's output then
     has the variance it had dense. Without it, a net without normalization masked to 98%
     shrinks its activations layer by layer (LeNet-5: 2e-2 at conv1 to 5e-5 at fc2), and
-    CKA-SR's gradient can then dominate the task's (README, "Safety").
+    CKA-SR's gradient can then dominate the task's (docs: "Safety").
     """
     if distribution not in alloc.DISTRIBUTIONS:
         raise ValueError(

@@ -218,7 +218,7 @@ def test_pruned_and_stripped_copies_of_a_compiled_model_are_uncompiled():
 
 
 def test_legacy_h5_of_a_compiled_pruned_model_reloads_with_compile_false(tmp_path):
-    """README differences table: Keras 3's legacy `.h5` loader cannot restore a string
+    """docs/pruning.md differences table: Keras 3's legacy `.h5` loader cannot restore a string
     loss (`'mse'`), pruned or not; the weights and masks reload with `compile=False`."""
     model = pruning.prune_low_magnitude(
         keras.Sequential([keras.Input((6,)), L.Dense(4)]),
