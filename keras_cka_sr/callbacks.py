@@ -61,7 +61,8 @@ class CKAMonitor(keras.callbacks.Callback):
         if self._features is None or self._features_of is not model:
             self._features = feature_model(model, self.names)
             self._features_of = model
-        features = self._features.predict(self.probe, verbose=0, batch_size=len(self.probe))
+        # A direct call, not `predict`: no compiled function per monitored model.
+        features = self._features(ops.convert_to_tensor(self.probe), training=False)
         return ops.convert_to_numpy(cka.cka_matrix(list(features), unbiased=self.unbiased))
 
     def mean_within_groups(self, matrix):

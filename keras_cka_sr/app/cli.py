@@ -9,8 +9,21 @@ import sys
 import threading
 import time
 
-from keras_cka_sr.app import report
+from keras_cka_sr.app import report, startup
 from keras_cka_sr.app.config import choices_of, cli_default, flag_name, ints, resolve, shown_default
+
+DEFAULT_OUTPUT_DIR = "keras-cka-sr-runs"
+
+
+def default_output(now=None):
+    """A new results path in the working folder: keras-cka-sr-runs/<date>-<time>.json
+    (a suffix -2, -3, ... if that name is taken), so no invocation overwrites another."""
+    stem = os.path.join(DEFAULT_OUTPUT_DIR, time.strftime("%Y%m%d-%H%M%S", now or time.localtime()))
+    path, count = f"{stem}.json", 1
+    while os.path.exists(path):
+        count += 1
+        path = f"{stem}-{count}.json"
+    return path
 
 
 def _typed(check, is_float):
@@ -89,7 +102,10 @@ def build_parser():
         help="skip the runs already written to --output (an interrupted study goes on)",
     )
     train.add_argument(
-        "--output", default=None, help="write all results to this JSON file (after every run)"
+        "--output",
+        default=None,
+        help="write all results to this JSON file after every run (default: a new file "
+        f"{DEFAULT_OUTPUT_DIR}/<date>-<time>.json in the working folder; needed with --resume)",
     )
     train.add_argument("--plots", default=None, help="write PNG figures into this folder")
     train.add_argument("--export", default=None, help="export the last model as a SavedModel here")
@@ -168,6 +184,7 @@ def train(args):
         f"{len(data.x_test)} test), {args.model}, backend {keras.backend.backend()}",
         flush=True,
     )
+    print(f"results: {args.output} (written after every run)", flush=True)
     finished = report.finished_runs(args.output) if args.resume else {}
     # Runs of other invocations in the same file (another learning rate, another method)
     # are kept: a study can grow one file command by command.
@@ -356,9 +373,12 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 def main(argv=None):
     """Entry point of `keras-cka-sr`; returns the exit status: 1 if a run is not finite,
     130 if interrupted (the runs finished before are in --output, which stays valid)."""
+    startup.import_backend_quietly()
     args = build_parser().parse_args(argv)
     if args.command != "train":
         return 0
+    if args.output is None and not args.resume:
+        args.output = default_output()
     interrupted = []
 
     def on_sigint(signum, frame):

@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import time
 
 import keras
 import pytest
@@ -453,3 +454,12 @@ def test_no_flags_give_the_run_config_defaults():
 
 def test_time_left_reads_as_seconds_minutes_or_hours():
     assert [cli._duration(t) for t in (42, 420, 3900)] == ["42s", "7m", "1h05m"]
+
+
+def test_default_results_file_is_new_for_every_invocation():
+    now = time.strptime("2026-12-01 10:20:30", "%Y-%m-%d %H:%M:%S")
+    first = cli.default_output(now)
+    assert first == os.path.join("keras-cka-sr-runs", "20261201-102030.json")
+    os.makedirs("keras-cka-sr-runs")
+    open(first, "w").close()
+    assert cli.default_output(now) == os.path.join("keras-cka-sr-runs", "20261201-102030-2.json")
