@@ -38,6 +38,8 @@ from typing import Any, TypeAlias
 import numpy as np
 from keras import backend, ops
 
+from keras_cka_sr._control import cond
+
 FORMS = ("auto", "gram", "feature")
 # A tensor of the active backend or a NumPy array.
 Tensor: TypeAlias = Any
@@ -310,7 +312,7 @@ def _by_method(method, features, pairs, gram, feature):
         return feature()
     dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
     n = ops.cast(ops.shape(features[0])[0], "float32")
-    return ops.cond(n > _feature_break_even(dims, pairs), feature, gram)
+    return cond(n > _feature_break_even(dims, pairs), feature, gram)
 
 
 def _gram_cka_matrix(features, unbiased, epsilon, dtype):

@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 from keras_cka_sr import cka
+from keras_cka_sr._control import cond
 from keras_cka_sr._tapping import PAIRS, compared_pairs
 from keras_cka_sr._validation import check_bool, check_float, check_int, is_int
 
@@ -137,7 +138,7 @@ class CKASimilarityLoss:
             return self._penalty(features, pairs)
         due = functools.reduce(ops.logical_and, conditions)
         # A branch, not `ops.where`: the skipped branch's gradient (NaN for n < 4) never runs.
-        return ops.cond(due, lambda: self._penalty(features, pairs), zero)
+        return cond(due, lambda: self._penalty(features, pairs), zero)
 
     def _penalty(self, features, pairs):
         if self.num_samples is not None:

@@ -22,6 +22,7 @@ import keras
 from keras import ops
 
 from keras_cka_sr import _compat
+from keras_cka_sr._control import cond
 from keras_cka_sr._validation import check_bool, is_int
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
@@ -244,7 +245,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 [ops.stop_gradient(ops.convert_to_tensor(m)) for m in self.masks],
             )
 
-        thresholds, new_masks = ops.cond(due, update, keep)
+        thresholds, new_masks = cond(due, update, keep)
         for variable, value in zip(self.thresholds, thresholds):
             variable.assign(value)
         for variable, value in zip(self.masks, new_masks):

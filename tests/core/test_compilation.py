@@ -47,6 +47,35 @@ def test_no_retracing_per_step(every):
     assert CountingLoss.calls == after_first_epoch
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's lax.cond outside jit compiles each call")
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_jax_branches_in_python_when_eager_and_with_lax_cond_under_jit(jit, monkeypatch):
+    """Eager JAX steps (jit_compile=False) pick the penalty's and the mask update's branch
+    in Python: lax.cond outside jit compiled both branches every step (19x a step)."""
+    import jax
+
+    from keras_cka_sr import pruning
+
+    calls = []
+    real = jax.lax.cond
+    monkeypatch.setattr(jax.lax, "cond", lambda *a, **k: calls.append(1) or real(*a, **k))
+    wrapped = pruning.prune_low_magnitude(cnn(), pruning.ConstantSparsity(0.5, 0, frequency=3))
+    loss = CountingLoss(num_samples=8, every_n_steps=5)
+    model = attach_cka_loss(wrapped, ["c1", "c2", "c3"], loss)
+    model.compile(
+        "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit
+    )
+    x = np.random.default_rng(0).normal(size=(96, 8, 8, 3)).astype("float32")
+    CountingLoss.calls = 0
+    model.fit(x, np.arange(96) % 2, batch_size=16, epochs=2, verbose=0,
+              callbacks=[pruning.UpdatePruningStep()])  # fmt: skip
+    if jit:
+        assert calls  # traced once: the branch is a lax.cond in the compiled step
+    else:
+        assert calls == [] and CountingLoss.calls == 3  # steps 0, 5, 10 of 12
+    assert pruning.sparsity_summary(model).sparsity == pytest.approx(0.5, abs=0.01)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision_penalty_is_finite_and_close_to_float32(policy):
     x = np.random.default_rng(1).normal(size=(32, 8, 8, 3)).astype("float32") * 4.0
