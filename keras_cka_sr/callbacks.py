@@ -141,6 +141,7 @@ class CKAGradientMonitor(keras.callbacks.Callback):
         self.ratios = []
         self.warned = False
         self._probe = None
+        self._before_first_batch = False
 
     def on_train_begin(self, logs=None):
         if not callable(keras.losses.get(self.model.loss)):
@@ -148,7 +149,14 @@ class CKAGradientMonitor(keras.callbacks.Callback):
                 "CKAGradientMonitor needs a model compiled with one loss; got "
                 f"loss={self.model.loss!r}."
             )
-        self.measure()
+        # Measured before the first batch, not here: every callback's on_train_begin has
+        # run by then, so an UpdatePruningStep listed after this monitor has started.
+        self._before_first_batch = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._before_first_batch:
+            self._before_first_batch = False
+            self.measure()
 
     def on_epoch_end(self, epoch, logs=None):
         ratios = self.measure()

@@ -82,7 +82,7 @@ def test_fit_logs_the_largest_ratio_and_warns_once_when_the_penalty_dominates():
         warnings.simplefilter("always")
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor]).history
     assert len(history["cka_grad_ratio"]) == 2 and min(history["cka_grad_ratio"]) > 1
-    assert len(monitor.ratios) == 3  # train begin + 2 epochs
+    assert len(monitor.ratios) == 3  # before the first batch + 2 epochs
     dominance = [w for w in caught if "steers that kernel" in str(w.message)]
     assert len(dominance) == 1
 
@@ -109,6 +109,20 @@ def test_small_weight_does_not_warn():
         warnings.simplefilter("error", UserWarning)
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[monitor])
     assert max(monitor.ratios[-1].values()) < 1
+
+
+def test_listed_before_update_pruning_step_it_raises_no_missing_callback_warning():
+    x, y = probe()
+    loss = CKASimilarityLoss(weight=1e-4)
+    wrapped = pruning.prune_low_magnitude(mlp(), pruning.ConstantSparsity(0.5, 0, frequency=1))
+    model = attach_cka_loss(wrapped, ["a", "b"], loss)
+    model.compile("sgd", CE)
+    monitor = CKAGradientMonitor(x, y, ["a", "b"], loss)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                  callbacks=[monitor, pruning.UpdatePruningStep()])  # fmt: skip
+    assert len(monitor.ratios) == 2  # before the first batch + 1 epoch
 
 
 def test_bad_arguments():
