@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 
-from keras_cka_sr.app import report, startup
+import keras_cka_sr_cli as startup
+from keras_cka_sr.app import report
 from keras_cka_sr.app.config import choices_of, cli_default, flag_name, ints, resolve, shown_default
 
 DEFAULT_OUTPUT_DIR = "keras-cka-sr-runs"

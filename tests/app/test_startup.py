@@ -10,8 +10,8 @@ import keras
 import pytest
 
 import keras_cka_sr
+import keras_cka_sr_cli as startup
 from keras_cka_sr import pruning
-from keras_cka_sr.app import startup
 from keras_cka_sr.sparse.scores import LossGradients
 from tests.support.models import TAPS, data, small_cnn
 
@@ -22,7 +22,7 @@ STARTUP_NOISE = ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "cuI
 def _cli(*args):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "keras_cka_sr", *args]
+    command = [sys.executable, "-m", "keras_cka_sr_cli", *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 

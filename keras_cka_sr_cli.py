@@ -1,6 +1,9 @@
-"""The command line's start-up: imports Keras and its backend with their start-up log
+"""The `keras-cka-sr` console script: imports Keras and its backend with their start-up log
 silenced (TensorFlow's and absl's lines, written to the process's stderr by C++ before any
-Python logging exists, so only a file-descriptor redirect catches them)."""
+Python logging exists, so only a file-descriptor redirect catches them), then runs the main
+job (`keras_cka_sr.app.cli`). A top-level module, not part of the package: importing
+`keras_cka_sr` imports Keras (it registers the serializable classes), so the redirect must
+come first. `python -m keras_cka_sr_cli` is the same command."""
 
 import contextlib
 import importlib.util
@@ -76,3 +79,15 @@ def import_backend_quietly() -> bool:
 
             jax.devices()
     return True
+
+
+def main(argv=None) -> int:
+    """Entry point of `keras-cka-sr`: the quiet start-up, then `keras_cka_sr.app.cli.main`."""
+    import_backend_quietly()
+    from keras_cka_sr.app import cli
+
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
