@@ -374,7 +374,7 @@ INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIG
 def main(argv=None):
     """Entry point of `keras-cka-sr`; returns the exit status: 1 if a run is not finite,
     130 if interrupted (the runs finished before are in --output, which stays valid)."""
-    startup.import_backend_quietly()
+    startup.quiet_retracing_warnings()  # the console script already imported quietly
     args = build_parser().parse_args(argv)
     if args.command != "train":
         return 0
