@@ -1,6 +1,7 @@
 """The CKA-SR penalty: weighted sum of inter-layer CKA within groups of tapped layers."""
 
 import functools
+import math
 from collections.abc import Sequence
 
 import keras
@@ -146,14 +147,29 @@ class CKASimilarityLoss:
         # Only layers that appear in some pair are computed.
         used = sorted({i for pair in pairs for i in pair})
         position = {index: k for k, index in enumerate(used)}
+        features = [features[i] for i in used]
+        pairs = [(position[i], position[j]) for i, j in pairs]
         values = cka.pairwise_cka(
-            [features[i] for i in used],
-            [(position[i], position[j]) for i, j in pairs],
+            features,
+            pairs,
             unbiased=self.unbiased,
             epsilon=self.epsilon,
-            method=self.method,
+            method=self._method(features, pairs),
         )
         return ops.cast(2.0 * self.weight * ops.sum(values), "float32")
+
+    def _method(self, features, pairs):
+        """With `num_samples` set, a batch known only at run time has at most that many
+        samples: where the Gram form is the cheaper one at `num_samples`, it is at every
+        smaller batch, so "auto" needs no run-time branch (whose gradient is slow to trace
+        in TF graphs)."""
+        if self.method != "auto" or self.num_samples is None:
+            return self.method
+        shapes = [tuple(f.shape)[1:] for f in features]
+        if any(d is None for shape in shapes for d in shape):
+            return self.method
+        dims = [math.prod(shape) for shape in shapes]
+        return "gram" if cka.choose_method(dims, self.num_samples, pairs) == "gram" else "auto"
 
     def get_config(self):
         return {

@@ -263,3 +263,25 @@ def test_start_step_needs_the_step_and_is_validated(rng):
         CKASimilarityLoss(start_step=3)(features(rng))
     with pytest.raises(ValueError, match="start_step"):
         CKASimilarityLoss(start_step=-1)
+
+
+@pytest.mark.parametrize(("num_samples", "branches"), [(8, 1), (None, 2)])
+def test_a_run_time_batch_branches_on_its_size_only_when_num_samples_does_not_bound_it(
+    num_samples, branches
+):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("graph ops are inspected on the TensorFlow backend")
+    import tensorflow as tf
+
+    # Width 16, two layers: the feature form is the cheaper one above n = 768 / 36 ~ 21,
+    # so at most 8 samples always take the Gram form.
+    loss = CKASimilarityLoss(weight=1.0, num_samples=num_samples)
+    spec = tf.TensorSpec((None, 16), "float32")
+    graph = tf.function(lambda a, b: loss([a, b])).get_concrete_function(spec, spec).graph
+
+    def count_branches(g):
+        inner = sum(count_branches(f.graph) for f in g._functions.values() if hasattr(f, "graph"))
+        return inner + sum(op.type in ("If", "StatelessIf") for op in g.get_operations())
+
+    # One branch guards the estimator's minimum batch (n >= 4); a second picks the form.
+    assert count_branches(graph) == branches
