@@ -10,7 +10,7 @@ Prints which path (gram/feature) `method="auto"` takes for each case.
     python benchmarks/cka_kernel.py --backend jax --steps 20
 
 `--n 128,512,2048 --dtypes float32,bfloat16` times the ResNet-32 block case at each batch
-size and input dtype instead (the penalty casts features to float32 inside; the floor's
+size and input dtype instead (`--blocks-per-stage 2`: ResNet-14's blocks, a quick check) (the penalty casts features to float32 inside; the floor's
 Gram matmuls are float32 too, the arithmetic any float32 Gram path does).
 """
 
@@ -21,10 +21,16 @@ import sys
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 import _common  # noqa: E402
 
+
+def resnet_blocks(blocks):
+    """Block output shapes of a CIFAR ResNet with `blocks` blocks per stage (3 stages)."""
+    return [(32, 32, 16)] * blocks + [(16, 16, 32)] * blocks + [(8, 8, 64)] * blocks
+
+
 # ResNet-32 block outputs (CIFAR, 3 stages x 5 blocks), and narrow dense features.
 CASES = {
-    "resnet32_blocks_n128": (128, [(32, 32, 16)] * 5 + [(16, 16, 32)] * 5 + [(8, 8, 64)] * 5),
-    "resnet32_blocks_n8": (8, [(32, 32, 16)] * 5 + [(16, 16, 32)] * 5 + [(8, 8, 64)] * 5),
+    "resnet32_blocks_n128": (128, resnet_blocks(5)),
+    "resnet32_blocks_n8": (8, resnet_blocks(5)),
     "mlp_features_n512_d64": (512, [(64,)] * 6),
 }
 
@@ -45,7 +51,17 @@ def main(argv=None):
     p.add_argument(
         "--dtypes", default="float32", help="comma-separated input dtypes, e.g. float32,bfloat16"
     )
+    p.add_argument(
+        "--blocks-per-stage",
+        type=int,
+        default=5,
+        help="ResNet cases: blocks per stage (5: ResNet-32; 2: ResNet-14, a quick check)",
+    )
     args = p.parse_args(argv)
+    if args.blocks_per_stage < 2:
+        p.error(
+            f"--blocks-per-stage must be >= 2 (pairs within a stage); got {args.blocks_per_stage}"
+        )
     if args.cases is not None and args.n is not None:
         p.error("--n replaces --cases (it times the ResNet-32 block case): give one of them")
     args.cases = args.cases or ",".join(CASES)
@@ -56,11 +72,17 @@ def main(argv=None):
     bad = sorted(set(dtypes) - {"float32", "bfloat16", "float16"})
     if bad:
         p.error(f"unknown --dtypes {bad}; choose from float32, bfloat16, float16")
+    blocks = resnet_blocks(args.blocks_per_stage)
+    depth = 6 * args.blocks_per_stage + 2
     if args.n is None:
-        cases = {name: CASES[name] for name in args.cases.split(",")}
+        cases = {}
+        for name in args.cases.split(","):
+            n, shapes = CASES[name]
+            if name.startswith("resnet"):
+                name, shapes = f"resnet{depth}_blocks_n{n}", blocks
+            cases[name] = (n, shapes)
     else:
-        blocks = CASES["resnet32_blocks_n128"][1]
-        cases = {f"resnet32_blocks_n{n}": (n, blocks) for n in args.n}
+        cases = {f"resnet{depth}_blocks_n{n}": (n, blocks) for n in args.n}
     _common.select_backend(args.backend)
     import numpy as np
     from keras import ops

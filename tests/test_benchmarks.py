@@ -35,6 +35,7 @@ def overhead_args(tmp_path, settings):
     return common_args(tmp_path, 5) + small
 
 
+@pytest.mark.slow
 def test_cka_overhead_reports_every_setting(tmp_path):
     payload = load("cka_overhead").main(overhead_args(tmp_path, "all:1,4:5"))
     rows = payload["rows"]
@@ -49,13 +50,17 @@ def test_cka_overhead_rejects_bad_settings(capsys):
     assert "num_samples:every_n_steps" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cka_kernel_shows_both_paths(tmp_path):
     argv = common_args(tmp_path, 1) + ["--cases", "resnet32_blocks_n8,mlp_features_n512_d64"]
-    rows = load("cka_kernel").main(argv)["rows"]
+    rows = load("cka_kernel").main(argv + ["--blocks-per-stage", "2"])["rows"]
+    assert [r["case"] for r in rows] == ["resnet14_blocks_n8", "mlp_features_n512_d64"]
     assert [r["path"] for r in rows] == ["gram", "feature"]
+    assert [(r["layers"], r["pairs"]) for r in rows] == [(6, 3), (6, 15)]
     assert all(r[f"{k}_s"] > 0 for r in rows for k in ("ours", "floor", "naive"))
 
 
+@pytest.mark.slow
 def test_pruning_overhead_prunes_both_libraries(tmp_path):
     pytest.importorskip("tensorflow_model_optimization")
     payload = load("pruning_overhead").main(common_args(tmp_path, 10) + ["--rounds", "1"])
@@ -146,6 +151,7 @@ def test_study_summary_treatment_shares_the_beta_zero_baseline(tmp_path):
     assert rows[2]["holm"] is None and rows[1]["holm"] == pytest.approx(rows[1]["gain"].p)
 
 
+@pytest.mark.slow
 def test_sparse_inference_times_and_sizes_every_variant(tmp_path):
     pytest.importorskip("tensorflow")
     if keras.backend.backend() != "tensorflow":
@@ -166,19 +172,23 @@ def test_sparse_inference_times_and_sizes_every_variant(tmp_path):
     assert lenet["latency"]["1_threads_xnnpack"]["dense"]["ratio_to_dense"] == 1.0
 
 
+@pytest.mark.slow
 def test_cka_overhead_times_pruned_variants(tmp_path):
     payload = load("cka_overhead").main(overhead_args(tmp_path, "4:5") + ["--prune", "0.5"])
     assert [r["pruned_sparsity"] for r in payload["rows"]] == [None, 0.5]
     assert payload["pruned_plain_step_s"] > 0
 
 
+@pytest.mark.slow
 def test_cka_kernel_times_each_batch_size_and_dtype(tmp_path):
     argv = common_args(tmp_path, 1) + ["--n", "8", "--dtypes", "float32,bfloat16"]
+    argv += ["--blocks-per-stage", "2"]
     rows = load("cka_kernel").main(argv)["rows"]
     assert [(r["n"], r["dtype"]) for r in rows] == [(8, "float32"), (8, "bfloat16")]
     assert all(r["ours_s"] > 0 and r["floor_s"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the GPU script picks its backends itself"
 )

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # each test trains in a subprocess
+
 BACKEND = keras.backend.backend()
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

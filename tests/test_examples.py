@@ -54,6 +54,7 @@ def test_tfmot_pruning_in_keras_tutorial():
         assert sizes["pruned_quantized_tflite"] < 0.5 * sizes["pruned_tflite"]
 
 
+@pytest.mark.slow
 def test_tfmot_pruning_comprehensive_guide():
     results = load("pruning_comprehensive_guide").main(["--epochs", "1", "--subset", "256"])
     assert len(results) == 11 and all(results.values())

@@ -75,7 +75,7 @@ if [ "$smoke" = 1 ]; then
         --batch-size 8 --settings 8:5 --prune 0.9
     part host_sync 120 python3 benchmarks/gpu/host_sync.py --backend jax --depth 14 \
         --batch-size 8 --steps 5 --warmup 1 --rounds 1
-    part cka_kernel 120 python3 benchmarks/cka_kernel.py --backend jax --n 8 \
+    part cka_kernel 120 python3 benchmarks/cka_kernel.py --backend jax --n 8 --blocks-per-stage 2 \
         --dtypes float32,bfloat16 --steps 2 --warmup 1
     part train_jax 180 python3 benchmarks/gpu/train_mnist.py --backend jax --epochs 1 \
         --width 16 --train-samples 128 --no-baseline

