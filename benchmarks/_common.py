@@ -58,11 +58,14 @@ def time_call(fn, steps, warmup):
 
 def interleaved_step_times(models, xs, ys, steps, rounds):
     """Per model, the median over `rounds` of its mean `train_on_batch` time over `steps`
-    batches. Rounds interleave the models, so drift in the machine's speed hits all alike;
-    the mean (not median) over steps counts the one step in N that pays a penalty."""
+    batches. Rounds interleave the models, so drift in the machine's speed hits all alike,
+    in reverse order every other round, so that no model always runs first; the mean (not
+    median) over steps counts the one step in N that pays a penalty."""
     times = [[] for _ in models]
-    for _ in range(rounds):
-        for i, model in enumerate(models):
+    for round_ in range(rounds):
+        order = range(len(models)) if round_ % 2 == 0 else reversed(range(len(models)))
+        for i in order:
+            model = models[i]
             total = 0.0
             for step in range(steps):
                 start = time.perf_counter()

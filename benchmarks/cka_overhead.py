@@ -88,10 +88,16 @@ def main(argv=None):
         return model
 
     # Build and warm up every variant, then time them in interleaved rounds; report medians.
+    # The last model is a second plain one, built after the variants (an A/A control): its
+    # ratio to the first is what two equal programs differ by here, the resolution of
+    # every ratio below (on XLA:CPU, two plain models differed by up to 14%:
+    # docs/performance.md).
     kinds = [None] if args.prune is None else [None, args.prune]
     variants = [(ns, ev, k) for k in kinds for ns, ev in [(None, None)] + args.settings]
-    models = [build(*v) for v in variants]
+    models = [build(*v) for v in variants] + [build()]
     medians, times = _common.interleaved_step_times(models, xs, ys, args.steps, args.rounds)
+    control = medians.pop() / medians[0]
+    times.pop()
     plain = medians[0]
     plain_model = models[0]
     step_flops = 3 * forward_flops(plain_model, batch)
@@ -104,6 +110,10 @@ def main(argv=None):
     print(
         f"backend={args.backend} depth={args.depth} batch={batch} plain step={1e3 * plain:.1f}ms "
         f"(max/min over {args.rounds} rounds {spread:.2f}) plain step FLOPs={step_flops / 1e9:.2f}G"
+    )
+    print(
+        f"A/A control: a second plain model built last = {control:.3f}x the first "
+        "(ratios this close to 1 are not resolved)"
     )
     results = []
     baseline = {}
@@ -144,6 +154,7 @@ def main(argv=None):
         "depth": args.depth,
         "batch_size": batch,
         "plain_step_s": plain,
+        "control_ratio": control,
         "plain_step_flops": step_flops,
         "pruned_plain_step_s": baseline.get(args.prune),
         "rows": results,

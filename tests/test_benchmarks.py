@@ -41,6 +41,7 @@ def test_cka_overhead_reports_every_setting(tmp_path):
     rows = payload["rows"]
     assert [(r["num_samples"], r["every_n_steps"]) for r in rows] == [("all", 1), (4, 5)]
     assert all(r["overhead"] > 0 and r["floor"] >= 1.0 for r in rows)
+    assert payload["control_ratio"] > 0
     assert json.loads((tmp_path / "result.json").read_text())["rows"] == rows
 
 
