@@ -10,8 +10,9 @@ Prints which path (gram/feature) `method="auto"` takes for each case.
     python benchmarks/cka_kernel.py --backend jax --steps 20
 
 `--n 128,512,2048 --dtypes float32,bfloat16` times the ResNet-32 block case at each batch
-size and input dtype instead (`--blocks-per-stage 2`: ResNet-14's blocks, a quick check) (the penalty casts features to float32 inside; the floor's
+size and input dtype instead (the penalty casts features to float32 inside; the floor's
 Gram matmuls are float32 too, the arithmetic any float32 Gram path does).
+`--blocks-per-stage 2` uses ResNet-14's block outputs instead of ResNet-32's (a quick check).
 """
 
 import argparse

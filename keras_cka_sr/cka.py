@@ -153,6 +153,15 @@ def choose_method(
     return "feature" if num_samples > _feature_break_even(feature_dims, pairs) else "gram"
 
 
+def static_feature_dims(features: Sequence) -> list[int] | None:
+    """Each feature's size after the batch axis (flattened), or None if any is known only
+    at run time."""
+    shapes = [tuple(f.shape)[1:] for f in features]
+    if any(d is None for shape in shapes for d in shape):
+        return None
+    return [int(math.prod(shape)) for shape in shapes]
+
+
 def _feature_break_even(feature_dims, pairs) -> float:
     """The batch size above which the feature form is cheaper: with
     `A = sum d_i^2 + sum_pairs d_i d_j` and `B = sum d_i + L^2`, feature costs `n A` and
@@ -294,11 +303,10 @@ def _resolve(features, pairs, unbiased, method):
     features = [ops.convert_to_tensor(f) for f in features]
     dtype = "float64" if all(_compute_dtype(f) == "float64" for f in features) else "float32"
     if method == "auto":
-        shapes = [tuple(f.shape)[1:] for f in features]
-        if any(d is None for shape in shapes for d in shape):
+        dims = static_feature_dims(features)
+        if dims is None:
             method = "gram"  # feature widths known only at run time: n x n is the safe size
         else:
-            dims = [int(math.prod(s)) for s in shapes]
             method = "dynamic" if n_static is None else choose_method(dims, n_static, pairs)
     return features, dtype, method
 
@@ -310,7 +318,7 @@ def _by_method(method, features, pairs, gram, feature):
         return gram()
     if method == "feature":
         return feature()
-    dims = [int(math.prod(tuple(f.shape)[1:])) for f in features]
+    dims = static_feature_dims(features)
     n = ops.cast(ops.shape(features[0])[0], "float32")
     return cond(n > _feature_break_even(dims, pairs), feature, gram)
 

@@ -1,7 +1,6 @@
 """The CKA-SR penalty: weighted sum of inter-layer CKA within groups of tapped layers."""
 
 import functools
-import math
 from collections.abc import Sequence
 
 import keras
@@ -165,10 +164,9 @@ class CKASimilarityLoss:
         in TF graphs)."""
         if self.method != "auto" or self.num_samples is None:
             return self.method
-        shapes = [tuple(f.shape)[1:] for f in features]
-        if any(d is None for shape in shapes for d in shape):
+        dims = cka.static_feature_dims(features)
+        if dims is None:
             return self.method
-        dims = [math.prod(shape) for shape in shapes]
         return "gram" if cka.choose_method(dims, self.num_samples, pairs) == "gram" else "auto"
 
     def get_config(self):
