@@ -36,12 +36,14 @@ def overhead_args(tmp_path, settings):
 
 
 @pytest.mark.slow
-def test_cka_overhead_reports_every_setting(tmp_path):
-    payload = load("cka_overhead").main(overhead_args(tmp_path, "all:1,4:5"))
+def test_cka_overhead_reports_every_setting_dense_and_pruned(tmp_path):
+    argv = overhead_args(tmp_path, "all:1,4:5") + ["--prune", "0.5"]
+    payload = load("cka_overhead").main(argv)
     rows = payload["rows"]
-    assert [(r["num_samples"], r["every_n_steps"]) for r in rows] == [("all", 1), (4, 5)]
+    settings = [(r["num_samples"], r["every_n_steps"], r["pruned_sparsity"]) for r in rows]
+    assert settings == [("all", 1, None), (4, 5, None), ("all", 1, 0.5), (4, 5, 0.5)]
     assert all(r["overhead"] > 0 and r["floor"] >= 1.0 for r in rows)
-    assert payload["control_ratio"] > 0
+    assert payload["control_ratio"] > 0 and payload["pruned_plain_step_s"] > 0
     assert json.loads((tmp_path / "result.json").read_text())["rows"] == rows
 
 
@@ -171,13 +173,6 @@ def test_sparse_inference_times_and_sizes_every_variant(tmp_path):
         "1_threads_xnnpack", "1_threads_no_delegate", "2_threads_xnnpack", "2_threads_no_delegate"
     }  # fmt: skip
     assert lenet["latency"]["1_threads_xnnpack"]["dense"]["ratio_to_dense"] == 1.0
-
-
-@pytest.mark.slow
-def test_cka_overhead_times_pruned_variants(tmp_path):
-    payload = load("cka_overhead").main(overhead_args(tmp_path, "4:5") + ["--prune", "0.5"])
-    assert [r["pruned_sparsity"] for r in payload["rows"]] == [None, 0.5]
-    assert payload["pruned_plain_step_s"] > 0
 
 
 @pytest.mark.slow

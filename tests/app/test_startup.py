@@ -34,12 +34,15 @@ def test_help_prints_no_startup_log():
 
 @pytest.mark.slow
 def test_a_study_prints_no_startup_log_and_no_retracing_warning():
+    # TensorFlow warns of retracing from the fifth model on; the other backends need no
+    # more than two runs to show a quiet start.
+    seeds = "0 1 2" if keras.backend.backend() == "tensorflow" else "0"
     done = _cli(
         *"train --dataset digits --model mlp --subset 128 --epochs 2 --method dense "
-        "--seeds 0 1 2 --cka-weight 0 1e-4 --verbose 1".split()
+        f"--seeds {seeds} --cka-weight 0 1e-4 --verbose 1".split()
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "6 runs in" in done.stdout
+    assert f"{2 * len(seeds.split())} runs in" in done.stdout
     written = list(pathlib.Path("keras-cka-sr-runs").glob("*.json"))  # the default file
     assert len(written) == 1 and f"results: {written[0]}" in done.stdout
     assert not [n for n in STARTUP_NOISE if n in done.stderr], done.stderr
