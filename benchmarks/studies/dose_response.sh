@@ -15,10 +15,11 @@
 #
 # Amended 2026-12-01, after the primary runs and one secondary run (beta 1e-3, seed 10), before
 # any other secondary run: the secondary arms use seeds 10-14 (SECONDARY_SEEDS). A run takes
-# 400-900 s on this 2-core CPU, not the 160 s planned, so 10 seeds per arm would be ~11 h; 5
-# seeds measure the manipulation check (CKA's paired SD is ~0.004) and detect accuracy
-# effects of ~2.2 points (its paired SD, 1.3 points, at 80% power). The primary test is
-# unchanged.
+# ~230 s on a quiet 2-core CPU (400-900 s when shared), not the 160 s planned, and the
+# all-samples arms take longer: 10 seeds per arm would be ~5 h beyond the primary, over the
+# study's 3-hour budget. 5 seeds measure the manipulation check (CKA's paired SD is ~0.004)
+# and detect accuracy effects of ~2.2 points (paired SD 1.3 points, 80% power). The primary
+# test is unchanged.
 #
 # Each finished run is written to the JSON and skipped on the next call (--resume), so the
 # study spans sessions: 20 primary runs (done) + 15 dose + 10 original.
