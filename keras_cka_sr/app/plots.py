@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from keras_cka_sr.app import stats
+
 
 def _pyplot():
     try:
@@ -115,6 +117,119 @@ def accuracy_vs_sparsity(summary, path):
         f"mean over {counts} seed(s); error bars: ± 1 std over seeds (none for one seed)\n"
         f"lines shifted by up to ±{spread:.3f} along x so that none hides another",
         fontsize=9,
+    )
+    return _save(plt, fig, path)
+
+
+def _variant(config):
+    """(beta, samples, every) of a run; the knobs do not matter at beta 0."""
+    beta = config["cka_weight"]
+    if beta == 0:
+        return (0.0, None, None)
+    return (beta, config.get("cka_samples"), config.get("cka_every"))
+
+
+def _variant_label(variant, knobs_differ):
+    beta, samples, every = variant
+    if beta == 0 or not knobs_differ:
+        return f"beta={beta:g}"
+    return f"beta={beta:g}, {samples} samples every {every}"
+
+
+def dose_response(runs, path):
+    """The manipulation check against beta, for the runs of one setting (method and
+    sparsity): left, per beta, the paired difference from beta 0 (same seed) of the mean
+    within-stage CKA at the end of every epoch (validation probe, inference mode), averaged
+    over seeds; middle and right, the paired difference of the final CKA and of test
+    accuracy (mean and 95% t-interval), against beta on a log axis. Variants
+    with other CKA-SR knobs (samples, every) are drawn as separate series."""
+    settings = {(r["config"]["method"], r["config"]["sparsity"]) for r in runs}
+    if len(settings) != 1:
+        raise ValueError(
+            f"`runs` must hold one (method, sparsity) setting; got {sorted(settings)}. "
+            "Filter them first."
+        )
+    variants = {}
+    for run in runs:
+        variants.setdefault(_variant(run["config"]), {})[run["config"]["seed"]] = run
+    base = variants.get((0.0, None, None))
+    if not base or len(variants) < 2:
+        raise ValueError("`runs` must hold beta 0 and at least one beta > 0 on the same seeds.")
+    knobs_differ = len({v[1:] for v in variants if v[0] != 0}) > 1
+    plt = _pyplot()
+    fig, (trajectory, cka, gain) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for variant in sorted(variants, key=lambda v: (v[0], v[1] or 0, -(v[2] or 0))):
+        if variant[0] == 0:
+            continue
+        seeds = [s for s in variants[variant] if s in base]
+        curves = [
+            np.subtract(variants[variant][s]["history"]["cka_mean"], base[s]["history"]["cka_mean"])
+            for s in seeds
+        ]
+        curve = np.mean(np.asarray(curves, dtype=float), axis=0)
+        trajectory.plot(
+            np.arange(1, len(curve) + 1),
+            curve,
+            marker=".",
+            label=f"{_variant_label(variant, knobs_differ)} (n={len(curves)})",
+        )
+    trajectory.axhline(0.0, color="gray", linewidth=0.8)
+    trajectory.xaxis.get_major_locator().set_params(integer=True)
+    trajectory.set_xlabel("epoch")
+    trajectory.set_ylabel("paired ΔCKA vs beta 0, per epoch")
+    trajectory.set_title("mean over paired seeds (n pairs in the legend)", fontsize=9)
+    trajectory.legend(fontsize=7)
+    series = sorted({v[1:] for v in variants if v[0] != 0}, key=lambda k: (k[0] or 0, -(k[1] or 0)))
+    for index, knobs in enumerate(series):
+        points = []
+        for variant in sorted(v for v in variants if v[0] != 0 and v[1:] == knobs):
+            seeds = [s for s in variants[variant] if s in base]
+            if len(seeds) < 2:
+                continue
+            pairs = [(variants[variant][s], base[s]) for s in seeds]
+            points.append(
+                (
+                    variant[0],
+                    stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in pairs]),
+                    stats.paired_test(
+                        [100 * (m["test_accuracy"] - b["test_accuracy"]) for m, b in pairs]
+                    ),
+                )
+            )
+        if not points:
+            continue
+        shift = 1.12**index
+        label = f"{knobs[0]} samples every {knobs[1]}" if knobs_differ else None
+        for ax, which in ((cka, 1), (gain, 2)):
+            ax.errorbar(
+                [p[0] * shift for p in points],
+                [p[which].mean for p in points],
+                yerr=[p[which].half_width for p in points],
+                marker="os^D"[index % 4],
+                capsize=3,
+                linestyle="-",
+                label=label,
+            )
+    ns = sorted({len(v) for v in variants.values()})
+    for ax, ylabel in (
+        (cka, "paired ΔCKA vs beta 0 (final)"),
+        (gain, "paired test-accuracy gain vs beta 0 (points)"),
+    ):
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("beta (log scale)")
+        ax.set_ylabel(ylabel)
+        title = f"mean and 95% t-interval over paired seeds (n={ns})"
+        if len(series) > 1:
+            title += "\nseries shifted by x1.12 each along beta so that none hides another"
+        ax.set_title(title, fontsize=9)
+        if knobs_differ:
+            ax.legend(fontsize=7)
+    method, sparsity = settings.pop()
+    fig.suptitle(
+        f"Does CKA-SR act? {method} at {100 * sparsity:g}% sparsity: below 0 on the first two "
+        "panels means the penalty lowered the similarity it penalizes",
+        fontsize=10,
     )
     return _save(plt, fig, path)
 

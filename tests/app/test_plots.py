@@ -69,3 +69,56 @@ def test_accuracy_plot_is_in_percent_with_labelled_error_bars_up_to_1(figures):
     xs = [tuple(line.get_xdata()) for line in lines]
     assert len(set(xs)) == len(xs) == 4  # offset: no line hides another
     assert min(min(line.get_ydata()) for line in lines) > 50
+
+
+def dose_run(beta, seed, samples=8, every=5):
+    cka = 0.95 - beta - 0.001 * seed  # paired ΔCKA = -beta exactly
+    config = dict(
+        method="rst",
+        sparsity=0.99,
+        cka_weight=beta,
+        cka_samples=samples,
+        cka_every=every,
+        seed=seed,
+    )
+    return dict(config=config, cka_mean=cka, test_accuracy=0.9 + 0.01 * seed + beta / 10,
+                history=dict(cka_mean=[0.97, 0.96, cka]))  # fmt: skip
+
+
+DOSE = [dose_run(b, seed) for b in (0.0, 1e-3, 1e-1) for seed in (0, 1, 2)] + [
+    dose_run(1e-3, seed, samples=128, every=1) for seed in (0, 1, 2)
+]
+
+
+@pytest.fixture
+def dose_figure(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: drawn.append(fig))
+    plots.dose_response(DOSE, str(tmp_path / "dose.png"))
+    yield drawn[0]
+    plots._pyplot().close("all")
+
+
+def test_dose_response_draws_the_paired_cka_difference_against_log_beta(dose_figure):
+    trajectory, cka, gain = dose_figure.axes
+    assert cka.get_xscale() == gain.get_xscale() == "log"
+    reference = cka.containers[0].lines[0]  # series by samples: 8 before 128
+    assert list(reference.get_xdata()) == [1e-3, 1e-1]
+    assert list(reference.get_ydata()) == pytest.approx([-1e-3, -1e-1])
+    assert list(gain.containers[0].lines[0].get_ydata()) == pytest.approx([0.01, 1.0])
+    assert "below 0 on the first two panels" in dose_figure._suptitle.get_text()
+
+
+def test_dose_response_trajectory_is_paired_and_names_each_variant(dose_figure):
+    assert list(dose_figure.axes[0].lines[-2].get_ydata()) == pytest.approx([0, 0, -1e-1])
+    labels = [t.get_text() for t in dose_figure.axes[0].get_legend().get_texts()]
+    assert "beta=0.001, 128 samples every 1 (n=3)" in labels
+    assert "beta=0.1, 8 samples every 5 (n=3)" in labels
+
+
+def test_dose_response_refuses_mixed_settings_or_no_baseline():
+    other = dict(DOSE[0], config=dict(DOSE[0]["config"], sparsity=0.95))
+    with pytest.raises(ValueError, match="one \\(method, sparsity\\) setting"):
+        plots.dose_response(DOSE + [other], "unused.png")
+    with pytest.raises(ValueError, match="beta 0 and at least one beta > 0"):
+        plots.dose_response([r for r in DOSE if r["config"]["cka_weight"] > 0], "unused.png")
