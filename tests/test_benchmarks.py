@@ -208,3 +208,23 @@ def test_gpu_script_cpu_smoke_without_tensorflow(tmp_path):
     assert {r["dtype"] for r in parts["cka_kernel"]["figures"]["rows"]} == {"float32", "bfloat16"}
     assert parts["train_torch"]["figures"]["machine"]["backend"] == "torch"
     assert (out / "log.txt").exists()
+
+
+def test_beta_moved_is_the_smallest_beta_whose_cka_interval_is_below_zero(tmp_path, capsys):
+    def run(beta, seed, cka, samples=8, every=5):
+        config = {"method": "rst", "sparsity": 0.99, "cka_weight": beta, "seed": seed,
+                  "cka_samples": samples, "cka_every": every}  # fmt: skip
+        return {"config": config, "test_accuracy": 0.9, "cka_mean": cka}
+
+    runs = [run(0.0, s, 0.97 + 0.001 * s) for s in range(3)]
+    runs += [run(1e-3, s, 0.97 + d) for s, d in enumerate([0.001, -0.001, 0.004])]  # straddles 0
+    runs += [run(1e-2, s, 0.96 + 0.001 * s + d) for s, d in enumerate([0.0, 1e-3, -1e-3])]
+    runs += [run(1e-1, s, 0.90 + 0.001 * s) for s in range(3)]
+    runs += [run(1e-4, s, 0.90, samples=128, every=1) for s in range(3)]  # other knobs
+    script = load_script("benchmarks/studies", "beta_moved")
+    assert script.beta_moved(runs) == 1e-2
+    assert script.beta_moved(runs, samples=128, every=1) == 1e-4
+    assert script.beta_moved(runs[:6]) is None
+    (tmp_path / "study.json").write_text(json.dumps({"runs": runs[:6]}))
+    script.main([str(tmp_path / "study.json")])
+    assert capsys.readouterr().out == ""  # nothing moved: the all-samples arm runs 1e-4 only

@@ -21,6 +21,12 @@
 # and detect accuracy effects of ~2.2 points (paired SD 1.3 points, 80% power). The primary
 # test is unchanged.
 #
+# Made precise 2026-12-01, after the dose arm and before any all-samples run: "the smallest
+# beta whose CKA fell" is the smallest beta at the reference knobs whose paired ΔCKA interval
+# lies below 0 (benchmarks/studies/beta_moved.py prints it; BETA_MOVED overrides), and the LeNet
+# grid takes it from its own dose arms. When no beta moved CKA, the all-samples arm runs 1e-4
+# only.
+#
 # Each finished run is written to the JSON and skipped on the next call (--resume), so the
 # study spans sessions: 20 primary runs (done) + 15 dose + 10 original.
 # The same grid on LeNet-5, GMP at 98% (issue 21 item 5; exploratory, Holm-corrected within
@@ -53,14 +59,21 @@ fi
 if [[ $step == all || $step == dose ]]; then
   keras-cka-sr train --cka-weight 1e-1 1e-2 1e-3 "${secondary[@]}"
 fi
+moved() { TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/studies/beta_moved.py "$1"; }
 if [[ $step == all || $step == original ]]; then
-  keras-cka-sr train --cka-weight 1e-4 ${BETA_MOVED:+"$BETA_MOVED"} --cka-samples 128 \
+  beta=${BETA_MOVED-$(moved "$OUT")}
+  [[ $beta == 0.0001 ]] && beta=""
+  echo "all-samples arm: beta 1e-4 ${beta:+and $beta (the smallest beta that moved CKA)}"
+  keras-cka-sr train --cka-weight 1e-4 ${beta:+"$beta"} --cka-samples 128 \
     --cka-every 1 "${secondary[@]}"
 fi
 if [[ $step == all || $step == lenet ]]; then
   keras-cka-sr train --cka-weight 1e-4 1e-3 1e-2 1e-1 --compare "${lenet[@]}"
 fi
 if [[ $step == all || $step == lenet-original ]]; then
-  keras-cka-sr train --cka-weight 1e-4 ${BETA_MOVED:+"$BETA_MOVED"} --cka-samples 128 \
+  beta=${BETA_MOVED-$(moved benchmarks/results/dose_response_lenet5.json)}
+  [[ $beta == 0.0001 ]] && beta=""
+  echo "all-samples arm: beta 1e-4 ${beta:+and $beta (the smallest beta that moved CKA)}"
+  keras-cka-sr train --cka-weight 1e-4 ${beta:+"$beta"} --cka-samples 128 \
     --cka-every 1 "${lenet[@]}"
 fi
