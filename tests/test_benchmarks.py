@@ -228,3 +228,16 @@ def test_beta_moved_is_the_smallest_beta_whose_cka_interval_is_below_zero(tmp_pa
     (tmp_path / "study.json").write_text(json.dumps({"runs": runs[:6]}))
     script.main([str(tmp_path / "study.json")])
     assert capsys.readouterr().out == ""  # nothing moved: the all-samples arm runs 1e-4 only
+
+
+def test_study_summary_also_gives_mean_and_max_of_further_fields(tmp_path, capsys):
+    def run(beta, seed, ratio):
+        config = {"method": "rst", "sparsity": 0.99, "cka_weight": beta, "seed": seed}
+        return {"config": config, "test_accuracy": 0.9, "cka_mean": 0.9, "ratio": ratio}
+
+    runs = [run(0.0, s, None) for s in range(2)] + [run(0.1, s, r) for s, r in [(0, 1.0), (1, 3.0)]]
+    (tmp_path / "study.json").write_text(json.dumps({"runs": runs}))
+    argv = [str(tmp_path / "study.json"), "--paired", "--also", "ratio"]
+    base, treated = load_script("benchmarks/studies", "summarize").main(argv)
+    assert base["also"] == {"ratio": None} and treated["also"] == {"ratio": (2.0, 3.0)}
+    assert "| ratio mean (max) |" in capsys.readouterr().out

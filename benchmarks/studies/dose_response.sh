@@ -38,7 +38,8 @@
 # Run from the repository root:
 #   bash benchmarks/studies/dose_response.sh [primary|dose|original|lenet|lenet-original]
 # Tables: python benchmarks/studies/summarize.py benchmarks/results/dose_response_resnet20.json \
-#   --by method sparsity --treatment cka_samples cka_every --paired --metric test_accuracy
+#   --treatment cka_samples cka_every --paired --primary 1e-4 --primary-treatment 8 5 \
+#   --also small_weight_share cka_grad_ratio_max   (add --metric cka_mean or test_accuracy_best_val)
 set -euo pipefail
 export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 OUT=benchmarks/results/dose_response_resnet20.json

@@ -34,12 +34,14 @@ def load_runs(paths):
     return runs
 
 
-def table(runs, by, metric, paired, treatment=(), primary=None):
+def table(runs, by, metric, paired, treatment=(), primary=None, also=()):
     """One dict per (group, variant): `key`, `variant` (beta, or `(beta, *treatment
     values)`), `n`, `mean`, `std`; with `paired` and beta != 0 also the paired `gain`
     (a `stats.PairedTest` of metric differences), `cka` (the same for the final mean CKA)
     and `holm`: the gain's p-value Holm-adjusted over the table's comparisons, leaving out
-    the variant `primary` (a pre-registered test is read unadjusted; its `holm` is None)."""
+    the variant `primary` (a pre-registered test is read unadjusted; its `holm` is None);
+    `also` maps each further field to its (mean, max) over the seeds that have it (None when
+    none has: a field a run predates, or a ratio that baseline runs do not measure)."""
     groups = {}
     for run in runs:
         config = run["config"]
@@ -66,6 +68,7 @@ def table(runs, by, metric, paired, treatment=(), primary=None):
                 gain=None,
                 cka=None,
                 holm=None,
+                also={field: _mean_max(by_seed.values(), field) for field in also},
             )
             seeds = [s for s in by_seed if s in base]
             if paired and _beta(variant) != 0 and seeds:
@@ -80,6 +83,11 @@ def table(runs, by, metric, paired, treatment=(), primary=None):
     for row, adjusted in zip(family, stats.holm([r["gain"].p for r in family])):
         row["holm"] = adjusted
     return rows
+
+
+def _mean_max(runs, field):
+    values = [r[field] for r in runs if r.get(field) is not None]
+    return (float(np.mean(values)), float(np.max(values))) if values else None
 
 
 def _tuple(variant):
@@ -104,6 +112,10 @@ def _interval(test, scale, digits):
     return f"{scale * test.mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+def _mean_max_cell(value):
+    return "" if value is None else f"{value[0]:.4g} ({value[1]:.4g})"
+
+
 def _p(value):
     return "" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
@@ -115,6 +127,13 @@ def main(argv=None):
     parser.add_argument("--metric", default="test_accuracy")
     parser.add_argument("--paired", action="store_true", help="gain of each beta over beta=0")
     parser.add_argument("--treatment", nargs="+", default=[], help="fields beside beta")
+    parser.add_argument(
+        "--also",
+        nargs="+",
+        default=[],
+        help="further run fields, printed as mean (max) over seeds (e.g. small_weight_share "
+        "cka_grad_ratio_max)",
+    )
     parser.add_argument(
         "--primary",
         type=float,
@@ -135,13 +154,16 @@ def main(argv=None):
         if len(values) != len(args.treatment):
             parser.error("--primary-treatment needs one value per --treatment field.")
         primary = (args.primary, *values) if args.treatment else args.primary
-    rows = table(load_runs(args.paths), args.by, args.metric, args.paired, args.treatment, primary)
+    rows = table(
+        load_runs(args.paths), args.by, args.metric, args.paired, args.treatment, primary, args.also
+    )
     columns = " | ".join(args.by + ["beta"] + args.treatment)
+    also = "".join(f" {field} mean (max) |" for field in args.also)
     print(
         f"| {columns} | n | {args.metric} % (mean ± std) | paired gain [95% CI] | p | Holm p "
-        "| MDE 80% | ΔCKA [95% CI] |"
+        f"| MDE 80% | ΔCKA [95% CI] |{also}"
     )
-    print("|" + "---|" * (len(args.by) + len(args.treatment) + 8))
+    print("|" + "---|" * (len(args.by) + len(args.treatment) + len(args.also) + 8))
     for row in rows:
         beta, *rest = _tuple(row["variant"])
         cells = " | ".join([str(k) for k in row["key"]] + [f"{beta:g}"] + [str(v) for v in rest])
@@ -152,6 +174,7 @@ def main(argv=None):
             f"| {cells} | {row['n']} | {100 * row['mean']:.2f} ± {100 * row['std']:.2f} "
             f"| {_interval(gain, 100, 2)} | {_p(gain.p if gain else None)} | {holm} | {mde} "
             f"| {_interval(row['cka'], 1, 3)} |"
+            + "".join(f" {_mean_max_cell(row['also'][field])} |" for field in args.also)
         )
     return rows
 
