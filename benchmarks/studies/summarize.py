@@ -106,10 +106,8 @@ def _order(value):
 def _interval(test, scale, digits):
     if test is None:
         return ""
-    if not math.isfinite(test.half_width):
-        return f"{scale * test.mean:+.{digits}f}"
-    low, high = scale * (test.mean - test.half_width), scale * (test.mean + test.half_width)
-    return f"{scale * test.mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    interval = [scale * (test.mean - test.half_width), scale * (test.mean + test.half_width)]
+    return stats.format_estimate(scale * test.mean, interval, digits)
 
 
 def _mean_max_cell(value):

@@ -104,8 +104,10 @@ def format_table(summary):
             acc += f" ± {100 * row['test_accuracy_std']:.2f}"
         gain = p = holm = mde = cka_diff = ""
         if "gain_mean" in row:
-            gain = _estimate(100 * row["gain_mean"], [100 * v for v in row["gain_ci95"]], 2)
-            cka_diff = _estimate(row["cka_diff_mean"], row["cka_diff_ci95"], 3)
+            gain = stats.format_estimate(
+                100 * row["gain_mean"], [100 * v for v in row["gain_ci95"]], 2
+            )
+            cka_diff = stats.format_estimate(row["cka_diff_mean"], row["cka_diff_ci95"], 3)
             p, holm = _p(row["gain_p"]), _p(row["gain_p_holm"])
             mde = f"{100 * row['gain_mde80']:.2f}" if _finite(row["gain_mde80"]) else ""
         lines.append(
@@ -151,13 +153,6 @@ def verdict(row) -> str:
     else:
         acted = "CKA not measurably lower: the penalty may not have acted"
     return f"{name}: {accuracy}; {acted}."
-
-
-def _estimate(mean, interval, digits):
-    if not all(_finite(v) for v in interval):
-        return f"{mean:+.{digits}f}"
-    low, high = interval
-    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def _p(value):

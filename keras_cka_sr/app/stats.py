@@ -45,6 +45,15 @@ def paired_test(differences: Sequence[float]) -> PairedTest:
     return PairedTest(n, mean, std, t975 * se, p, minimum_detectable_effect(std, n))
 
 
+def format_estimate(mean: float, interval: Sequence[float], digits: int) -> str:
+    """`+mean [+low, +high]` with `digits` decimals; the mean alone when the interval is not
+    finite (fewer than 2 pairs)."""
+    if not all(v is not None and math.isfinite(v) for v in interval):
+        return f"{mean:+.{digits}f}"
+    low, high = interval
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def minimum_detectable_effect(std: float, n: int, power: float = 0.8, alpha: float = 0.05):
     """The smallest true mean difference a two-sided paired t-test on `n` pairs with spread
     `std` detects with probability `power` at level `alpha`:

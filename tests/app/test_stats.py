@@ -63,3 +63,8 @@ def test_minimum_detectable_effect_has_80_percent_power_by_simulation():
     samples = rng.normal(effect, std, size=(4000, n))
     p = scipy_stats.ttest_1samp(samples, 0.0, axis=1).pvalue
     assert np.mean(p < 0.05) == pytest.approx(0.8, abs=0.03)
+
+
+def test_format_estimate_gives_the_interval_or_the_mean_alone():
+    assert stats.format_estimate(0.5, [-0.25, 1.25], 2) == "+0.50 [-0.25, +1.25]"
+    assert stats.format_estimate(-0.004, [float("nan"), float("nan")], 3) == "-0.004"
