@@ -111,7 +111,7 @@ def _interval(test, scale, digits):
 
 
 def _mean_max_cell(value):
-    return "" if value is None else f"{value[0]:.4g} ({value[1]:.4g})"
+    return "" if value is None else f"{value[0]:.6g} ({value[1]:.6g})"
 
 
 def _p(value):
