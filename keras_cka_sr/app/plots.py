@@ -207,7 +207,7 @@ def dose_response(runs, path):
                 yerr=[p[which].half_width for p in points],
                 marker="os^D"[index % 4],
                 capsize=3,
-                linestyle="-",
+                linestyle="none",  # a line would claim the betas between were measured
                 label=label,
             )
     ns = sorted({len(v) for v in variants.values()})
