@@ -216,8 +216,11 @@ def train(args):
         result = outcome.to_dict()
         trained_seconds.append(result["seconds"])
         warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
-        if math.isfinite(result["cka_grad_ratio_max"]):
-            warning = f", penalty/task gradient <= {result['cka_grad_ratio_max']:.2g}" + warning
+        ratio = result["cka_grad_ratio_max"]
+        if math.isfinite(ratio):
+            warning = f", penalty/task gradient <= {ratio:.2g}" + warning
+        elif ratio == math.inf:
+            warning = ", penalty/task gradient unbounded (the task's was 0 on a kernel)" + warning
         print(
             f"   test accuracy {result['test_accuracy']:.4f}, sparsity "
             f"{result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}, "

@@ -261,7 +261,8 @@ class RunResult:
     best_val_epoch: int  # 1-based, counted over the last training phase's epochs
     best_val_accuracy: float
     test_accuracy_best_val: float  # the checkpoint of best_val_epoch, as the official code
-    cka_grad_ratio_max: float  # the largest penalty/task gradient ratio over kernels, epochs
+    cka_grad_ratio_max: float  # largest penalty/task gradient ratio over kernels and epochs; inf:
+    # the task's gradient was 0 on a kernel (null in the JSON, as NaN is)
     cka_matrix: list
     cka_layers: list
     magnitude_histogram: dict
@@ -319,7 +320,7 @@ def run(config, data) -> RunResult:
         best_val_epoch=best.epoch,
         best_val_accuracy=best.accuracy,
         test_accuracy_best_val=float(test_accuracy_best_val),
-        cka_grad_ratio_max=max(history.get("cka_grad_ratio", [math.nan])),
+        cka_grad_ratio_max=_largest(history.get("cka_grad_ratio", [])),
         cka_matrix=matrix.tolist(),
         cka_layers=monitor.names,
         magnitude_histogram=_log_histogram(stats["magnitudes"]),
@@ -329,6 +330,13 @@ def run(config, data) -> RunResult:
         seconds=time.time() - start,
         model=final,
     )
+
+
+def _largest(values):
+    """The largest value, skipping NaN (where `max` would depend on their order); inf is
+    kept: the task's gradient was 0 on some kernel. NaN when nothing is left."""
+    kept = [v for v in values if not math.isnan(v)]
+    return max(kept) if kept else math.nan
 
 
 def _plain_copy(model):

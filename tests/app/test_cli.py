@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -467,3 +468,22 @@ def test_default_results_file_is_new_for_every_invocation():
     os.makedirs("keras-cka-sr-runs")
     open(first, "w").close()
     assert cli.default_output(now) == os.path.join("keras-cka-sr-runs", "20261201-102030-2.json")
+
+
+def test_an_unbounded_gradient_ratio_is_printed_not_dropped(monkeypatch, capsys, tmp_path):
+    from keras_cka_sr.app import experiment
+
+    run = experiment.run
+
+    def collapsed(config, data):
+        outcome = run(config, data)
+        return dataclasses.replace(outcome, cka_grad_ratio_max=math.inf)
+
+    monkeypatch.setattr(experiment, "run", collapsed)
+    argv = ["train", "--dataset", "digits", "--model", "mlp", "--subset", "128", "--epochs", "1",
+            "--method", "dense", "--seeds", "0", "--cka-weight", "0.1", "--verbose", "0",
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert (
+        "penalty/task gradient unbounded (the task's was 0 on a kernel)" in capsys.readouterr().out
+    )

@@ -162,3 +162,10 @@ def test_magnitude_methods_rank_globally_on_request(method, digits):
 def test_magnitude_methods_refuse_erk():
     with pytest.raises(ValueError, match="does not apply to method 'gmp'"):
         config("gmp", allocation="erk")
+
+
+def test_largest_gradient_ratio_skips_nan_and_keeps_an_unbounded_one():
+    nan, inf = float("nan"), float("inf")
+    assert experiment._largest([nan, 0.5, 2.0]) == 2.0  # max() would return the leading nan
+    assert experiment._largest([1.0, inf, nan]) == inf  # the task's gradient was 0
+    assert math.isnan(experiment._largest([nan])) and math.isnan(experiment._largest([]))
