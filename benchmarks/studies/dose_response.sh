@@ -21,7 +21,8 @@
 # and detect accuracy effects of ~2.2 points (paired SD 1.3 points, 80% power). The primary
 # test is unchanged.
 #
-# Made precise 2026-12-01, after the dose arm and before any all-samples run: "the smallest
+# Made precise 2026-12-01, while the dose arm's last 3 runs (seed 14) trained (seeds 10-13
+# had been read) and before any all-samples run: "the smallest
 # beta whose CKA fell" is the smallest beta at the reference knobs whose paired ΔCKA interval
 # lies below 0 (benchmarks/studies/beta_moved.py prints it; BETA_MOVED overrides), and the LeNet
 # grid takes it from its own dose arms. When no beta moved CKA, the all-samples arm runs 1e-4
