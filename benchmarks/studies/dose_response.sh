@@ -29,7 +29,7 @@
 # only.
 #
 # Each finished run is written to the JSON and skipped on the next call (--resume), so the
-# study spans sessions: 20 primary runs (done) + 15 dose + 10 original.
+# study spans sessions: 20 primary runs + 15 dose + 10 original (all finished 2026-12-01).
 # The same grid on LeNet-5, GMP at 98% (issue 21 item 5; exploratory, Holm-corrected within
 # its table): beta 0, 1e-4, 1e-3, 1e-2, 1e-1 at the reference knobs and the original CKA-SR at
 # 1e-4 and BETA_MOVED, seeds 10-14, lr 0.05 (LeNet-5 has no BatchNorm; 0.05 was chosen on
