@@ -61,21 +61,22 @@ fi
 if [[ $step == all || $step == dose ]]; then
   keras-cka-sr train --cka-weight 1e-1 1e-2 1e-3 "${secondary[@]}"
 fi
-moved() { TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/studies/beta_moved.py "$1"; }
-if [[ $step == all || $step == original ]]; then
-  beta=${BETA_MOVED-$(moved "$OUT")}
+# The paper's all-samples, every-batch CKA-SR at 1e-4 and at the smallest beta that moved CKA
+# in the dose arms of the results file $1; the rest of the arguments go to the main job.
+all_samples_arm() {
+  local file=$1 beta
+  shift
+  beta=${BETA_MOVED-$(TF_CPP_MIN_LOG_LEVEL=3 python benchmarks/studies/beta_moved.py "$file")}
   [[ $beta == 0.0001 ]] && beta=""
   echo "all-samples arm: beta 1e-4 ${beta:+and $beta (the smallest beta that moved CKA)}"
-  keras-cka-sr train --cka-weight 1e-4 ${beta:+"$beta"} --cka-samples 128 \
-    --cka-every 1 "${secondary[@]}"
+  keras-cka-sr train --cka-weight 1e-4 ${beta:+"$beta"} --cka-samples 128 --cka-every 1 "$@"
+}
+if [[ $step == all || $step == original ]]; then
+  all_samples_arm "$OUT" "${secondary[@]}"
 fi
 if [[ $step == all || $step == lenet ]]; then
   keras-cka-sr train --cka-weight 1e-4 1e-3 1e-2 1e-1 --compare "${lenet[@]}"
 fi
 if [[ $step == all || $step == lenet-original ]]; then
-  beta=${BETA_MOVED-$(moved benchmarks/results/dose_response_lenet5.json)}
-  [[ $beta == 0.0001 ]] && beta=""
-  echo "all-samples arm: beta 1e-4 ${beta:+and $beta (the smallest beta that moved CKA)}"
-  keras-cka-sr train --cka-weight 1e-4 ${beta:+"$beta"} --cka-samples 128 \
-    --cka-every 1 "${lenet[@]}"
+  all_samples_arm benchmarks/results/dose_response_lenet5.json "${lenet[@]}"
 fi
