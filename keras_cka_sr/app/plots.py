@@ -129,6 +129,12 @@ def _variant(config):
     return (beta, config.get("cka_samples"), config.get("cka_every"))
 
 
+def _knobs_order(knobs):
+    """Fewer samples first, then more batches between penalties first."""
+    samples, every = knobs
+    return (samples or 0, -(every or 0))
+
+
 def _variant_label(variant, knobs_differ):
     beta, samples, every = variant
     if beta == 0 or not knobs_differ:
@@ -155,16 +161,19 @@ def dose_response(runs, path):
     base = variants.get((0.0, None, None))
     if not base or len(variants) < 2:
         raise ValueError("`runs` must hold beta 0 and at least one beta > 0 on the same seeds.")
-    knobs_differ = len({v[1:] for v in variants if v[0] != 0}) > 1
+    # Each beta > 0 (in order of beta, then knobs) with its (run, baseline run) pairs.
+    pairs = {
+        v: [(variants[v][s], base[s]) for s in variants[v] if s in base]
+        for v in sorted(variants, key=lambda v: (v[0], *_knobs_order(v[1:])))
+        if v[0] != 0
+    }
+    series = sorted({v[1:] for v in pairs}, key=_knobs_order)
+    knobs_differ = len(series) > 1
     plt = _pyplot()
     fig, (trajectory, cka, gain) = plt.subplots(1, 3, figsize=(15, 4.5))
-    for variant in sorted(variants, key=lambda v: (v[0], v[1] or 0, -(v[2] or 0))):
-        if variant[0] == 0:
-            continue
-        seeds = [s for s in variants[variant] if s in base]
+    for variant, paired in pairs.items():
         curves = [
-            np.subtract(variants[variant][s]["history"]["cka_mean"], base[s]["history"]["cka_mean"])
-            for s in seeds
+            np.subtract(m["history"]["cka_mean"], b["history"]["cka_mean"]) for m, b in paired
         ]
         curve = np.mean(np.asarray(curves, dtype=float), axis=0)
         trajectory.plot(
@@ -179,23 +188,18 @@ def dose_response(runs, path):
     trajectory.set_ylabel("paired ΔCKA vs beta 0, per epoch")
     trajectory.set_title("mean over paired seeds (n pairs in the legend)", fontsize=9)
     trajectory.legend(fontsize=7)
-    series = sorted({v[1:] for v in variants if v[0] != 0}, key=lambda k: (k[0] or 0, -(k[1] or 0)))
     for index, knobs in enumerate(series):
-        points = []
-        for variant in sorted(v for v in variants if v[0] != 0 and v[1:] == knobs):
-            seeds = [s for s in variants[variant] if s in base]
-            if len(seeds) < 2:
-                continue
-            pairs = [(variants[variant][s], base[s]) for s in seeds]
-            points.append(
-                (
-                    variant[0],
-                    stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in pairs]),
-                    stats.paired_test(
-                        [100 * (m["test_accuracy"] - b["test_accuracy"]) for m, b in pairs]
-                    ),
-                )
+        points = [
+            (
+                variant[0],
+                stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in paired]),
+                stats.paired_test(
+                    [100 * (m["test_accuracy"] - b["test_accuracy"]) for m, b in paired]
+                ),
             )
+            for variant, paired in pairs.items()
+            if variant[1:] == knobs and len(paired) >= 2
+        ]
         if not points:
             continue
         shift = 1.12**index
