@@ -1,92 +1,62 @@
-"""The `keras-cka-sr` console script: imports Keras and its backend with their start-up log
-silenced (TensorFlow's and absl's lines, written to the process's stderr by C++ before any
-Python logging exists, so only a file-descriptor redirect catches them), then runs the main
-job (`keras_cka_sr.app.cli`). A top-level module, not part of the package: importing
-`keras_cka_sr` imports Keras (it registers the serializable classes), so the redirect must
-come first. `python -m keras_cka_sr_cli` is the same command."""
+"""The `keras-cka-sr` console script: parses the command line before anything imports Keras
+(`--help` and usage errors answer in well under a second), then imports Keras and its
+backend quietly (`keras_cka_sr._startup`) and runs the main job (`keras_cka_sr.app.cli`).
+
+A top-level module, not part of the package: the package's `__init__` imports Keras (it
+registers the serializable classes). The command line's modules import no Keras, so they are
+loaded below the package without running its `__init__` (`_below_package_init`); the package
+is imported afterwards, and those modules are attached to it as if it had loaded them.
+`python -m keras_cka_sr_cli` is the same command.
+"""
 
 import contextlib
 import importlib.util
-import logging
-import os
 import sys
-import tempfile
+import types
 
-# Set by a user who wants TensorFlow's C++ log at a level of their choosing: then we leave
-# the start-up log alone.
-_USER_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+_PACKAGE = "keras_cka_sr"
 
 
 @contextlib.contextmanager
-def _stderr_to_file():
-    """Sends file descriptor 2 to a temporary file; on an exception, replays what was
-    written there to stderr before the exception propagates."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+def _below_package_init():
+    """Within: `keras_cka_sr.x` imports load the modules, but not the package's `__init__`
+    (a stand-in package module with the real search path is in `sys.modules`). The
+    submodules loaded stay; the stand-in goes."""
+    if _PACKAGE in sys.modules:  # already imported (e.g. in a test): nothing to avoid
+        yield
+        return
+    spec = importlib.util.find_spec(_PACKAGE)  # locates the package, runs nothing
+    stand_in = types.ModuleType(_PACKAGE)
+    stand_in.__path__ = list(spec.submodule_search_locations)
+    stand_in.__spec__ = spec
+    sys.modules[_PACKAGE] = stand_in
+    try:
+        yield
+    finally:
+        if sys.modules.get(_PACKAGE) is stand_in:
+            del sys.modules[_PACKAGE]
 
 
-class _NotRetracing(logging.Filter):
-    """Drops TensorFlow's "triggered tf.function retracing" warning. TensorFlow counts
-    traces by the traced function's code, not by function object, so the main job, which
-    builds new models for every run, makes Keras' train and test functions (and our probe
-    gradients) trace once per model from the same code, and TensorFlow reports that as
-    retracing from the fifth run on. No function retraces for one model (tested)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def quiet_retracing_warnings() -> None:
-    """Installs `_NotRetracing` on the `tensorflow` logger (once)."""
-    logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, _NotRetracing) for f in logger.filters):
-        logger.addFilter(_NotRetracing())
-
-
-def import_backend_quietly() -> bool:
-    """Imports Keras, its backend and the backend's devices with their start-up log
-    silenced; returns whether it silenced anything (False when Keras was already imported
-    or the user set `TF_CPP_MIN_LOG_LEVEL`). TensorFlow's later C++ log is kept at
-    warnings and errors only (level 2 hides its info lines) unless the user set a level.
-    Also drops TensorFlow's retracing warning, a false alarm in a multi-run job."""
-    quiet_retracing_warnings()
-    if "keras" in sys.modules or _USER_LEVEL in os.environ:
-        return False
-    os.environ[_USER_LEVEL] = "2"
-    with _stderr_to_file():
-        import keras
-
-        # On every backend: Keras' data adapters and the data sets import TensorFlow
-        # when it is installed, so its start-up log would come later otherwise.
-        if importlib.util.find_spec("tensorflow") is not None:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()
-        if keras.backend.backend() == "jax":
-            import jax
-
-            jax.devices()
-    return True
+def _import_package():
+    """Imports the package for real, and binds the submodules loaded below its `__init__`
+    as attributes of their parents (as an ordinary import does)."""
+    importlib.import_module(_PACKAGE)
+    for name in sorted(n for n in sys.modules if n.startswith(_PACKAGE + ".")):
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules and not hasattr(sys.modules[parent], child):
+            setattr(sys.modules[parent], child, sys.modules[name])
 
 
 def main(argv=None) -> int:
-    """Entry point of `keras-cka-sr`: the quiet start-up, then `keras_cka_sr.app.cli.main`."""
-    import_backend_quietly()
-    from keras_cka_sr.app import cli
+    """Entry point of `keras-cka-sr`: parse, the quiet start-up, then run."""
+    with _below_package_init():
+        from keras_cka_sr import _startup
+        from keras_cka_sr.app import cli
 
-    return cli.main(argv)
+        args = cli.parse(argv)
+    _startup.import_backend_quietly()
+    _import_package()
+    return cli.execute(args)
 
 
 if __name__ == "__main__":

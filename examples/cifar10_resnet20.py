@@ -9,7 +9,7 @@ The paper reports 84.16 -> 85.03 at sparsity 0.95 with beta 8e-4 (160 epochs, SG
 
 import argparse
 
-from keras_cka_sr.app import datasets, experiment
+from keras_cka_sr.app import datasets, experiment, run_config
 
 
 def main(argv=None):
@@ -21,7 +21,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data = datasets.load("cifar10", data_dir=args.data_dir)
     for beta in (0.0, args.beta):
-        config = experiment.RunConfig(
+        config = run_config.RunConfig(
             model="resnet20",
             method="rst",
             sparsity=args.sparsity,

@@ -2,11 +2,15 @@
 
 from importlib import metadata as _metadata
 
-from keras_cka_sr import cka
-from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor
-from keras_cka_sr.layers import CKARegularization
-from keras_cka_sr.losses import CKASimilarityLoss
-from keras_cka_sr.models import CKASRMixin, CKASRModel, attach_cka_loss, feature_model
+from keras_cka_sr import _startup
+
+_startup.quiet_if_run_as_module()
+
+from keras_cka_sr import cka  # noqa: E402
+from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor  # noqa: E402
+from keras_cka_sr.layers import CKARegularization  # noqa: E402
+from keras_cka_sr.losses import CKASimilarityLoss  # noqa: E402
+from keras_cka_sr.models import CKASRMixin, CKASRModel, attach_cka_loss, feature_model  # noqa: E402
 
 try:
     __version__ = _metadata.version("keras-cka-sr")

@@ -29,7 +29,7 @@ def main(argv=None):
 
     import numpy as np
 
-    from keras_cka_sr.app import datasets, experiment
+    from keras_cka_sr.app import datasets, experiment, run_config
 
     data = datasets.load("mnist5k")
     if args.train_samples is not None:
@@ -43,7 +43,7 @@ def main(argv=None):
     )
     runs = []
     for beta in (args.beta,) if args.no_baseline else (args.beta, 0.0):
-        config = experiment.RunConfig(
+        config = run_config.RunConfig(
             model="resnet20",
             method="rst",
             sparsity=0.95,

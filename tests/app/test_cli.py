@@ -2,12 +2,11 @@ import dataclasses
 import json
 import math
 import os
-import time
 
 import keras
 import pytest
 
-from keras_cka_sr.app import cli
+from keras_cka_sr.app import cli, report
 
 pytest.importorskip("mlxtend")
 
@@ -294,12 +293,10 @@ def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():
 
 
 def test_every_method_is_a_cli_choice():
-    from keras_cka_sr.app import experiment
+    from keras_cka_sr.app import methods
 
-    args = cli.build_parser().parse_args(
-        ["train", "--method", *experiment.TRAINING_METHODS.names()]
-    )
-    assert {c.method for c in cli._configs(args)} == set(experiment.TRAINING_METHODS.names())
+    args = cli.build_parser().parse_args(["train", "--method", *methods.TRAINING_METHODS.names()])
+    assert {c.method for c in cli._configs(args)} == set(methods.TRAINING_METHODS.names())
     assert {
         "dense",
         "gmp",
@@ -311,7 +308,7 @@ def test_every_method_is_a_cli_choice():
         "set",
         "rigl",
         "lth",
-    } <= set(experiment.TRAINING_METHODS.names())
+    } <= set(methods.TRAINING_METHODS.names())
 
 
 def test_resume_skips_finished_runs(tmp_path, monkeypatch):
@@ -433,12 +430,10 @@ def _train_actions():
 
 
 def test_every_run_config_field_has_one_flag_with_help_and_its_default_once():
-    import dataclasses
-
-    from keras_cka_sr.app import experiment
+    from keras_cka_sr.app import run_config
 
     actions = _train_actions()
-    for field in dataclasses.fields(experiment.RunConfig):
+    for field in dataclasses.fields(run_config.RunConfig):
         if not field.metadata.get("cli", True):
             continue
         action = actions[field.name]
@@ -448,26 +443,15 @@ def test_every_run_config_field_has_one_flag_with_help_and_its_default_once():
 
 
 def test_no_flags_give_the_run_config_defaults():
-    import dataclasses
-
-    from keras_cka_sr.app import experiment
+    from keras_cka_sr.app import run_config
 
     first = cli._configs(cli.build_parser().parse_args(["train"]))[0]
-    expected = dataclasses.asdict(experiment.RunConfig(verbose=2))  # the CLI prints per epoch
+    expected = dataclasses.asdict(run_config.RunConfig(verbose=2))  # the CLI prints per epoch
     assert dataclasses.asdict(first) == expected
 
 
 def test_time_left_reads_as_seconds_minutes_or_hours():
-    assert [cli._duration(t) for t in (42, 420, 3900)] == ["42s", "7m", "1h05m"]
-
-
-def test_default_results_file_is_new_for_every_invocation():
-    now = time.strptime("2026-12-01 10:20:30", "%Y-%m-%d %H:%M:%S")
-    first = cli.default_output(now)
-    assert first == os.path.join("keras-cka-sr-runs", "20261201-102030.json")
-    os.makedirs("keras-cka-sr-runs")
-    open(first, "w").close()
-    assert cli.default_output(now) == os.path.join("keras-cka-sr-runs", "20261201-102030-2.json")
+    assert [report.duration(t) for t in (42, 420, 3900)] == ["42s", "7m", "1h05m"]
 
 
 def test_an_unbounded_gradient_ratio_is_printed_not_dropped(monkeypatch, capsys, tmp_path):

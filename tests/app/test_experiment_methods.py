@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cka_sr.app import datasets, experiment, recipes, zoo
+from keras_cka_sr.app import datasets, experiment, methods, recipes, run_config, zoo
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,10 @@ def config(method, **overrides):
         lth_rounds=1,
     )
     values.update(overrides)
-    return experiment.RunConfig(**values)
+    return run_config.RunConfig(**values)
 
 
-@pytest.mark.parametrize("method", experiment.TRAINING_METHODS.names())
+@pytest.mark.parametrize("method", methods.TRAINING_METHODS.names())
 def test_every_method_reaches_its_sparsity(method, digits):
     result = experiment.run(config(method), digits)
     expected = 0.0 if method == "dense" else 0.9

@@ -10,7 +10,7 @@ import keras
 import pytest
 
 import keras_cka_sr
-import keras_cka_sr_cli as startup
+from keras_cka_sr import _startup as startup
 from keras_cka_sr import pruning
 from keras_cka_sr.sparse.scores import LossGradients
 from tests.support.models import TAPS, data, small_cnn
@@ -19,17 +19,65 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 STARTUP_NOISE = ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "cuInit")
 
 
-def _cli(*args):
+def _python(*args, module="keras_cka_sr_cli", **env_values):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "keras_cka_sr_cli", *args]
+    env.update(env_values)
+    command = [sys.executable, *(["-m", module] if module else []), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
-def test_help_prints_no_startup_log():
-    done = _cli("train", "--help")
+def _cli(*args, **env_values):
+    return _python(*args, **env_values)
+
+
+@pytest.mark.parametrize("module", ["keras_cka_sr_cli", "keras_cka_sr"])
+@pytest.mark.parametrize("level", [None, "3"])
+def test_help_prints_no_startup_log(module, level):
+    done = _python(
+        "train", "--help", module=module, **({"TF_CPP_MIN_LOG_LEVEL": level} if level else {})
+    )
     assert done.returncode == 0 and "usage: keras-cka-sr train" in done.stdout
     assert not [n for n in STARTUP_NOISE if n in done.stderr], done.stderr
+
+
+PARSE_ONLY = """
+import sys, keras_cka_sr_cli
+try:
+    keras_cka_sr_cli.main(sys.argv[1:])
+except SystemExit as exit:
+    print("exit", exit.code, "keras imported:", "keras" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["train", "--help"], ["train", "--method", "gmpp"], ["train", "--epochs", "0"]]
+)
+def test_help_and_usage_errors_are_answered_before_keras_loads(args):
+    done = _python("-c", PARSE_ONLY, *args, module=None)
+    assert "keras imported: False" in done.stdout, done.stdout + done.stderr
+    if "--help" not in args:  # the error and where help is; not the 28-line usage block
+        assert len(done.stderr.splitlines()) == 2, done.stderr
+        assert "(see `keras-cka-sr train --help`)" in done.stderr
+
+
+AFTER_PARSING = """
+import sys, keras_cka_sr_cli
+try:
+    keras_cka_sr_cli.main(["train", "--dataset", "digits"])  # refused after Keras loaded
+except SystemExit:
+    pass
+import keras_cka_sr
+import keras_cka_sr.app.cli
+print(keras_cka_sr.app.cli is sys.modules["keras_cka_sr.app.cli"],
+      keras_cka_sr._validation is sys.modules["keras_cka_sr._validation"],
+      keras_cka_sr.CKAMonitor.__module__)
+"""
+
+
+def test_modules_loaded_before_the_package_are_its_attributes_afterwards():
+    done = _python("-c", AFTER_PARSING, module=None)
+    assert done.stdout.split() == ["True", "True", "keras_cka_sr.callbacks"], done.stderr[-2000:]
 
 
 @pytest.mark.slow
