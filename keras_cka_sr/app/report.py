@@ -1,26 +1,52 @@
 """The main job's report: per-setting statistics, paired gains and the table (the results
 file and resume are `study`'s)."""
 
+import dataclasses
 import math
 
 import numpy as np
 
 from keras_cka_sr.app import stats
+from keras_cka_sr.app.run_config import RunConfig
 
 
-def summarize(results):
-    """One row per (method, sparsity, beta): mean ± std over seeds."""
+# Fields that change nothing in a run without the penalty (beta 0): a beta-0 run is the
+# baseline of every setting of these.
+PENALTY_FIELDS = ("cka_samples", "cka_every", "cka_start", "cka_grad_cap")
+_SHOWN = ("method", "sparsity", "cka_weight")  # a row's own columns
+_NOT_A_SETTING = ("seed", "verbose")
+_DATA_FIELDS = ("dataset", "subset", "backend")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """One row per setting: mean ± std over seeds, and paired gains over beta 0.
+
+    A setting is every configuration field (and data set, subset, backend) of a run but its
+    seed: runs that differ in anything else are never pooled. The fields that vary among
+    `results` besides method, sparsity and beta are the row's `setting` (e.g. `{"cka_samples":
+    128, "cka_every": 1}`); `{}` where nothing else varies."""
+    full = [_full_setting(r) for r in results]
+    names = sorted({name for setting in full for name in setting} - set(_SHOWN))
+    varying = [n for n in names if len({_hashable(s.get(n)) for s in full}) > 1]
     rows = {}
-    for r in results:
-        rows.setdefault(_setting(r["config"]), []).append(r)
+    for run, setting in zip(results, full):
+        key = (
+            setting["method"],
+            setting["sparsity"],
+            setting["cka_weight"],
+            tuple((n, _hashable(setting.get(n))) for n in varying),
+        )
+        rows.setdefault(key, []).append(run)
     summary = []
-    for (method, sparsity, beta), runs in sorted(rows.items()):
+    for (method, sparsity, beta, extra), runs in sorted(rows.items(), key=_row_order):
         acc = np.array([r["test_accuracy"] for r in runs])
         summary.append(
             {
                 "method": method,
                 "sparsity_target": sparsity,
                 "cka_weight": beta,
+                "setting": {n: _full_setting(runs[0]).get(n) for n, _ in extra},
                 "seeds": [r["config"]["seed"] for r in runs],
                 "test_accuracy_mean": float(acc.mean()),
                 "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
@@ -29,34 +55,75 @@ def summarize(results):
                 "cka_mean": float(np.mean([r["cka_mean"] for r in runs])),
                 "small_weight_share": float(np.mean([r["small_weight_share"] for r in runs])),
                 "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+                "_runs": runs,
             }
         )
-    _add_paired_deltas(summary, results)
+    _add_paired_deltas(summary)
+    for row in summary:
+        del row["_runs"]
     return summary
 
 
-def _setting(config):
-    """(method, sparsity, beta) of a run; dense runs have sparsity 0 whatever was passed."""
-    sparsity = config["sparsity"] if config["method"] != "dense" else 0.0
-    return config["method"], sparsity, config["cka_weight"]
+def _full_setting(run):
+    """A run's configuration less its seed, with its data set, subset and backend (when the
+    run records them); fields a run predates count at their defaults; dense runs have
+    sparsity 0 whatever was passed."""
+    config = {**_DEFAULTS, **run["config"]}
+    setting = {k: v for k, v in config.items() if k not in _NOT_A_SETTING}
+    setting.update({n: run[n] for n in _DATA_FIELDS if n in run})
+    if setting.get("method") == "dense":
+        setting["sparsity"] = 0.0
+    return setting
 
 
-def _add_paired_deltas(summary, results):
-    """Against beta = 0 with the same seeds: the accuracy gain (mean, std, 95% interval,
-    paired t-test p, Holm-adjusted p across the table's comparisons, smallest effect
-    detectable with 80% power) and the difference of the final mean within-stage CKA (mean
-    and 95% interval: the manipulation check)."""
-    by_key = {_setting(r["config"]) + (r["config"]["seed"],): r for r in results}
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _row_order(item):
+    (method, sparsity, beta, extra), _ = item
+    return (method, sparsity, beta, tuple((n, (v is not None, str(v))) for n, v in extra))
+
+
+def _baseline(row, summary):
+    """The beta-0 row `row` is compared with: same method, sparsity and setting, where the
+    fields that change nothing without the penalty (`PENALTY_FIELDS`) match if such a row
+    exists, else the one beta-0 row that differs only in them (none if several do)."""
+    candidates = [
+        other
+        for other in summary
+        if other["cka_weight"] == 0
+        and (other["method"], other["sparsity_target"]) == (row["method"], row["sparsity_target"])
+        and _without_penalty(other["setting"]) == _without_penalty(row["setting"])
+    ]
+    exact = [other for other in candidates if other["setting"] == row["setting"]]
+    if exact:
+        return exact[0]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _without_penalty(setting):
+    return {k: v for k, v in setting.items() if k not in PENALTY_FIELDS}
+
+
+def _add_paired_deltas(summary):
+    """Against its beta-0 row (`_baseline`) with the same seeds: the accuracy gain (mean,
+    std, 95% interval, paired t-test p, Holm-adjusted p across the table's comparisons,
+    smallest effect detectable with 80% power) and the difference of the final mean
+    within-stage CKA (mean and 95% interval: the manipulation check)."""
     compared = []
     for row in summary:
         if row["cka_weight"] == 0:
             continue
-        pairs = []
-        for seed in row["seeds"]:
-            mine = by_key.get((row["method"], row["sparsity_target"], row["cka_weight"], seed))
-            base = by_key.get((row["method"], row["sparsity_target"], 0.0, seed))
-            if mine is not None and base is not None:
-                pairs.append((mine, base))
+        baseline = _baseline(row, summary)
+        if baseline is None:
+            continue
+        base_by_seed = {r["config"]["seed"]: r for r in baseline["_runs"]}
+        pairs = [
+            (mine, base_by_seed[mine["config"]["seed"]])
+            for mine in row["_runs"]
+            if mine["config"]["seed"] in base_by_seed
+        ]
         if not pairs:
             continue
         gain = stats.paired_test([m["test_accuracy"] - b["test_accuracy"] for m, b in pairs])
@@ -94,6 +161,9 @@ def format_table(summary):
         f"{'gain [95% interval]':>22} {'p':>5} {'Holm':>5} {'MDE':>5} {'CKA':>5} "
         f"{'ΔCKA [95% interval]':>25} {'sparsity':>8} {'|w|<1e-3':>8}"
     )
+    settings = any(row.get("setting") for row in summary)
+    if settings:
+        header += "  setting"
     lines = [header, "-" * len(header)]
     for row in summary:
         acc = f"{100 * row['test_accuracy_mean']:.2f}"
@@ -112,6 +182,7 @@ def format_table(summary):
             f"{acc:>13} {len(row['seeds']):>2} {gain:>22} {p:>5} {holm:>5} {mde:>5} "
             f"{row['cka_mean']:>5.3f} {cka_diff:>25} {row['sparsity_achieved']:>8.4f} "
             f"{row['small_weight_share']:>8.4f}"
+            + (f"  {setting_text(row)}" if settings else "")
         )
     lines += ["", COLUMNS]
     if not any(row["cka_weight"] == 0 for row in summary):
@@ -121,11 +192,18 @@ def format_table(summary):
     return "\n".join(lines)
 
 
+def setting_text(row: dict) -> str:
+    """The fields besides method, sparsity and beta that set `row` apart: `a=1 b=2`."""
+    return " ".join(f"{name}={value}" for name, value in row.get("setting", {}).items())
+
+
 def verdict(row) -> str:
     """One line in words: what the comparison of `row` with beta 0 shows."""
     name = f"{row['method']} {100 * row['sparsity_target']:g}% beta {row['cka_weight']:.0e}"
+    if row.get("setting"):
+        name += f" ({setting_text(row)})"
     if "gain_mean" not in row:
-        return f"{name}: no beta 0 run with the same seeds; nothing to compare."
+        return f"{name}: no beta 0 run of the same setting and seeds; nothing to compare."
     if row["pairs"] < 2:
         return f"{name}: one seed: a difference of one pair, no interval (give more --seeds)."
     low, high = row["gain_ci95"]

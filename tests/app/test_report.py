@@ -72,3 +72,39 @@ def test_an_interval_that_excludes_0_after_holm_may_be_chance():
     line = report.verdict(row)
     assert "accuracy lower by 0.73 points" in line and "could be chance" in line
     assert report.verdict(dict(row, gain_p_holm=0.01)).count("chance") == 0
+
+
+def _with(runs, **config):
+    return [{**r, "config": {**r["config"], **config}} for r in runs]
+
+
+def test_runs_that_differ_in_any_setting_are_never_pooled():
+    """Two arms at the same beta (8 samples every 5th batch; all 128 every batch) and one
+    beta-0 baseline: two rows of 3 pairs each, both paired with the same baseline, and the
+    penalty-only fields do not split the baseline off."""
+    reference = _with(ACTED, cka_samples=8, cka_every=5)
+    all_samples = _with(IDLE, cka_weight=1e-1, cka_samples=128, cka_every=1)
+    base = _with(BASE, cka_samples=8, cka_every=5)
+    summary = report.summarize(base + reference + all_samples)
+    assert [
+        (r["cka_weight"], r["setting"], r["pairs"] if "pairs" in r else None) for r in summary
+    ] == [
+        (0.0, {"cka_every": 5, "cka_samples": 8}, None),
+        (0.1, {"cka_every": 1, "cka_samples": 128}, 3),
+        (0.1, {"cka_every": 5, "cka_samples": 8}, 3),
+    ]
+    assert summary[1]["gain_mean"] == pytest.approx(0.0)  # IDLE's accuracies equal BASE's
+    assert summary[2]["gain_mean"] == pytest.approx(0.03)
+    table = report.format_table(summary)
+    assert "cka_every=1 cka_samples=128" in table
+
+
+def test_a_data_set_or_a_learning_rate_splits_rows_and_their_baselines():
+    runs = BASE + ACTED + _with(BASE, learning_rate=0.1) + _with(IDLE, learning_rate=0.1)
+    runs += [{**r, "dataset": "digits"} for r in BASE[:2]]
+    summary = report.summarize(runs)
+    assert len(summary) == 5
+    acted = next(r for r in summary if r["cka_weight"] == 0.1)
+    idle = next(r for r in summary if r["cka_weight"] == 1e-4)
+    assert acted["gain_mean"] == pytest.approx(0.03) and acted["pairs"] == 3
+    assert idle["gain_mean"] == pytest.approx(0.0) and idle["pairs"] == 3
