@@ -90,8 +90,9 @@ class RunResult:
     sparsity: float
     small_weight_share: float
     cka_mean: float
-    best_val_epoch: int  # 1-based, counted over the last training phase's epochs
+    best_val_epoch: int  # 1-based, over the last training phase, among epochs at final sparsity
     best_val_accuracy: float
+    best_val_sparsity: float  # the kernel sparsity of that checkpoint
     test_accuracy_best_val: float  # the checkpoint of best_val_epoch, as the official code
     cka_grad_ratio_max: float  # largest penalty/task gradient ratio over kernels and epochs; inf:
     # the task's gradient was 0 on a kernel (null in the JSON, as NaN is)
@@ -117,7 +118,8 @@ def run(config: RunConfig, data) -> RunResult:
     Training runs in the distribution's scope; the trained model is then copied into a
     plain single-device model (pruning wrappers stripped), which is evaluated, measured
     and returned in the result. The checkpoint of the best validation accuracy (of the last
-    training phase: the fine-tuning of `oneshot`, the last round of `lth`) is evaluated on
+    training phase: the fine-tuning of `oneshot`, the last round of `lth`; among its epochs
+    at the final sparsity, not those of a schedule still ramping) is evaluated on
     the test set too (`test_accuracy_best_val`), as the official code reports it; every
     other figure is the final model's.
     """
@@ -151,6 +153,7 @@ def run(config: RunConfig, data) -> RunResult:
         cka_mean=monitor.mean_within_groups(matrix),
         best_val_epoch=best.epoch,
         best_val_accuracy=best.accuracy,
+        best_val_sparsity=best.sparsity,
         test_accuracy_best_val=float(test_accuracy_best_val),
         cka_grad_ratio_max=_largest(history.get("cka_grad_ratio", [])),
         cka_matrix=matrix.tolist(),
@@ -186,21 +189,35 @@ def _plain_copy(model):
 
 class _BestValidation(keras.callbacks.Callback):
     """Keeps the weights of `of` (the model a method returns) at the epoch of the best
-    `val_accuracy` so far (the first such epoch on ties, as the official code's `>`)."""
+    `val_accuracy` (the first such epoch on ties, as the official code's `>`) among the
+    epochs at the run's final sparsity: an epoch sparser than every earlier one by more than
+    `tolerance` starts the search afresh, so a checkpoint taken while a schedule still ramps
+    (GMP's first 75% of training) is never compared as if it were as sparse as the end.
+    `sparsity` is the kernel sparsity of that epoch's checkpoint."""
 
-    def __init__(self, of):
+    def __init__(self, of, tolerance=1e-3):
         super().__init__()
         self.of = of
+        self.tolerance = tolerance
         self.reset()
 
     def reset(self):
-        self.weights, self.epoch, self.accuracy = None, 0, -math.inf
+        self.weights, self.epoch, self.accuracy, self.sparsity = None, 0, -math.inf, math.nan
+        self._sparsest = -math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is not None and float(accuracy) > self.accuracy:
+        if accuracy is None:
+            return
+        sparsity = sparse.kernel_stats(self.of)["sparsity"]
+        if math.isnan(sparsity):
+            sparsity = 0.0  # nothing prunable: every epoch is at the final sparsity
+        if sparsity > self._sparsest + self.tolerance:
+            self.weights, self.epoch, self.accuracy = None, 0, -math.inf
+        self._sparsest = max(self._sparsest, sparsity)
+        if float(accuracy) > self.accuracy:
             self.weights = self.of.get_weights()
-            self.epoch, self.accuracy = epoch + 1, float(accuracy)
+            self.epoch, self.accuracy, self.sparsity = epoch + 1, float(accuracy), sparsity
 
 
 def _check_shardable(batch_size, sizes):

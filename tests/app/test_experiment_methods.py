@@ -124,12 +124,31 @@ def test_best_validation_keeps_the_first_best_epochs_weights():
         np.testing.assert_array_equal(kept, expected)
 
 
+def test_best_validation_is_chosen_among_epochs_at_the_final_sparsity():
+    from keras_cka_sr import pruning
+
+    model = pruning.prune_low_magnitude(
+        zoo.build("mlp", (8, 8, 1), 10), pruning.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    best = experiment._BestValidation(model)
+    # Dense epochs with the best accuracy, then pruned epochs: only those count.
+    for epoch, accuracy in enumerate([0.9, 0.95, 0.6, 0.7, 0.65]):
+        if epoch == 2:
+            for layer in pruning.collect_prunable_layers(model):
+                layer.masks[0].assign(np.random.default_rng(0).random(layer.masks[0].shape) > 0.5)
+        best.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert (best.epoch, best.accuracy) == (4, 0.7)
+    assert best.sparsity == pytest.approx(0.5, abs=0.05)
+
+
 def test_a_run_reports_its_best_validation_checkpoint(digits):
-    result = experiment.run(config("gmp", epochs=3), digits)
-    assert 1 <= result.best_val_epoch <= 3
-    assert result.best_val_accuracy == max(result.history["val_accuracy"])
+    result = experiment.run(config("gmp", epochs=4), digits)
+    # The schedule ramps over the first 3 of 4 epochs: the checkpoint is as sparse as the end.
+    assert 1 <= result.best_val_epoch <= 4
+    assert result.best_val_accuracy == result.history["val_accuracy"][result.best_val_epoch - 1]
+    assert result.best_val_sparsity == pytest.approx(result.sparsity, abs=1e-3)
     assert 0.0 <= result.test_accuracy_best_val <= 1.0
-    if result.best_val_epoch == 3:
+    if result.best_val_epoch == 4:
         assert result.test_accuracy_best_val == pytest.approx(result.test_accuracy)
 
 
