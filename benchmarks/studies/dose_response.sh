@@ -36,6 +36,11 @@
 # validation accuracy in paper_recipe.sh's step lr), the rest as above:
 # dose_response_lenet5.json (steps lenet, lenet-original).
 #
+# Rerun 2026-12-04 (issue 38 item 2): the LeNet grid's best-validation checkpoints had been
+# taken while GMP still ramped (epochs 1-10 of a schedule ending in epoch 15); after the fix
+# the file was moved away and both LeNet steps run again, same commands (the final-model
+# figures are new runs, not copies).
+#
 # Run from the repository root:
 #   bash benchmarks/studies/dose_response.sh [primary|dose|original|lenet|lenet-original]
 # Tables: python benchmarks/studies/summarize.py benchmarks/results/dose_response_resnet20.json \

@@ -53,3 +53,13 @@ if [[ $step == resnet ]]; then
     --cka-weight 1e-4 --compare --seeds 0 1 2 3 4 --lr 0.1 "${before[@]}" --epochs 20 \
     --verbose 0 --resume --output $R/paper_recipe_resnet20.json
 fi
+
+# 6. The dense baseline of the sparse ResNet-20 runs of step 5 (issue 38 item 4): the paper's
+#    motivation is that layers of sparse networks grow more alike than dense ones; step 5 has
+#    no dense run. Same recipe and flags, 5 seeds, beta 0. Within-stage CKA against sparsity:
+#    python benchmarks/studies/cka_vs_sparsity.py benchmarks/results/paper_recipe_resnet20.json
+if [[ $step == dense ]]; then
+  keras-cka-sr train --model resnet20 --method dense --cka-weight 0 --seeds 0 1 2 3 4 \
+    --lr 0.1 "${before[@]}" --epochs 20 --verbose 0 --resume --output $R/paper_recipe_resnet20.json
+fi
+
