@@ -29,6 +29,11 @@ def flatten_layers(layer, include_self=True):
     return list(layer._flatten_layers(include_self=include_self))
 
 
+def direct_sublayers(layer):
+    """The layers `layer` tracks directly (not their sublayers), in tracking order."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def structure_inputs(model, inputs):
     """New input tensors packed in the structure `model` was built with (dict, list...).
 

@@ -9,20 +9,44 @@ import numpy as np
 from keras import ops
 from numpy.typing import ArrayLike
 
-from keras_cka_sr import _compat, cka
+from keras_cka_sr import cka
 from keras_cka_sr._autodiff import compiled, gradients
 from keras_cka_sr._tapping import PAIRS, LayerNames, compared_pairs, parse_layer_names
-from keras_cka_sr._validation import check_float
+from keras_cka_sr._validation import check_bool, check_float
 from keras_cka_sr.losses import CKASimilarityLoss
 from keras_cka_sr.models import feature_model
 from keras_cka_sr.pruning import registry
+
+
+def _probe_batch(probe, name: str, minimum: int):
+    """`probe` as NumPy arrays in the model's input structure (an array, or a dict, list or
+    tuple of arrays for a multi-input model), refused here when its leaves disagree on the
+    number of samples or hold fewer than `minimum`."""
+    batch = keras.tree.map_structure(np.asarray, probe)
+    sizes = {int(leaf.shape[0]) if leaf.ndim else 0 for leaf in keras.tree.flatten(batch)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"`{name}` must hold the same number of samples in every input; got {sorted(sizes)}."
+        )
+    (size,) = sizes
+    if size < minimum:
+        raise ValueError(
+            f"`{name}` has {size} samples; the estimator needs at least {minimum} "
+            f"(unbiased HSIC: n >= 4). Give a larger probe batch (e.g. 256 validation samples)."
+        )
+    return batch
+
+
+def _tensors(batch):
+    return keras.tree.map_structure(ops.convert_to_tensor, batch)
 
 
 class CKAMonitor(keras.callbacks.Callback):
     """Logs the mean inter-layer CKA (`logs[log_key]`) and keeps every epoch's matrix.
 
     Args:
-        probe: a fixed batch of inputs (e.g. 256 validation images).
+        probe: a fixed batch of inputs (e.g. 256 validation images): an array, or the
+            model's input structure (a dict or list of arrays) for a multi-input model.
         layer_names: names of the layers to compare, or a list of lists (groups: only
             pairs within a group enter the mean, as in CKA-SR's penalty).
         unbiased: the HSIC estimator (the CKA-SR loss's default is unbiased).
@@ -49,8 +73,8 @@ class CKAMonitor(keras.callbacks.Callback):
         self.groups = groups
         self.pairs = pairs
         self.compared = compared_pairs(groups, len(self.names), pairs)
-        self.probe = np.asarray(probe)
-        self.unbiased = unbiased
+        self.unbiased = check_bool("unbiased", unbiased)
+        self.probe = _probe_batch(probe, "probe", cka.min_samples(self.unbiased))
         self.log_key = log_key
         self.matrices = []
         self._features = None
@@ -62,7 +86,7 @@ class CKAMonitor(keras.callbacks.Callback):
             self._features = feature_model(model, self.names)
             self._features_of = model
         # A direct call, not `predict`: no compiled function per monitored model.
-        features = self._features(ops.convert_to_tensor(self.probe), training=False)
+        features = self._features(_tensors(self.probe), training=False)
         return ops.convert_to_numpy(cka.cka_matrix(list(features), unbiased=self.unbiased))
 
     def mean_within_groups(self, matrix):
@@ -106,7 +130,8 @@ class CKAGradientMonitor(keras.callbacks.Callback):
     `min(ratio, cap)`, which is what the train step applies.
 
     Args:
-        x: the probe batch (e.g. 64 training samples).
+        x: the probe batch (e.g. 64 training samples), an array or the model's input
+            structure (a dict or list of arrays).
         y: its targets.
         layer_names: the tapped layers, as given to `attach_cka_loss`.
         loss: the `CKASimilarityLoss` (its `every_n_steps`/`start_step` are ignored:
@@ -135,7 +160,8 @@ class CKAGradientMonitor(keras.callbacks.Callback):
         if groups is not None:
             config["groups"] = groups
         self.loss = CKASimilarityLoss.from_config(config)
-        self.x, self.y = np.asarray(x), np.asarray(y)
+        self.x = _probe_batch(x, "x", cka.min_samples(self.loss.unbiased))
+        self.y = np.asarray(y)
         self.warn_above = check_float("warn_above", warn_above, 0.0)
         self.log_key = log_key
         self.ratios = []
@@ -174,7 +200,7 @@ class CKAGradientMonitor(keras.callbacks.Callback):
         task_norms, penalty_norms = self._norms(
             [ops.convert_to_tensor(v) for v in probe.trainable_variables],
             [ops.convert_to_tensor(v) for v in probe.non_trainable_variables],
-            ops.convert_to_tensor(self.x),
+            _tensors(self.x),
             ops.convert_to_tensor(self.y),
         )
         task_norms = ops.convert_to_numpy(task_norms)
@@ -229,11 +255,7 @@ class CKAGradientMonitor(keras.callbacks.Callback):
 
 def _kernel_indices(model):
     """(index into `model.trainable_variables`, path) of every prunable kernel."""
-    kernels = {}
-    for layer in _compat.flatten_layers(model, include_self=False):
-        if registry.has_prunable_rule(layer) and layer.built:
-            for weight in registry.prunable_weights(layer):
-                kernels[id(weight)] = weight.path
+    kernels = {id(k.variable): k.variable.path for k in registry.prunable_kernels(model)}
     return [
         (index, kernels[id(v)])
         for index, v in enumerate(model.trainable_variables)

@@ -45,6 +45,13 @@ class CKARegularization(keras.layers.Layer):
     batch; `step` follows the first replica and `last_penalty` is the replicas' mean.
     """
 
+    pruning_refusal = (
+        "the model already has CKA-SR attached. Prune first, then attach: "
+        "`attach_cka_loss(prune_low_magnitude(model, ...), groups, loss)` (pruning copies the "
+        "model as a plain functional model, which would drop the CKASRModel that reports and "
+        "caps the penalty)."
+    )
+
     def __init__(self, loss, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)

@@ -7,11 +7,12 @@ layers and routes them through a `CKARegularization` layer. The result is a
 """
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import keras
 
-from keras_cka_sr import _compat, penalty_cap
+from keras_cka_sr import _compat, cka, penalty_cap
 from keras_cka_sr._tapping import parse_layer_names, trace_taps, unique_name
 from keras_cka_sr._validation import check_float, check_not_torch_compiled
 from keras_cka_sr.layers import CKARegularization
@@ -61,6 +62,27 @@ class CKASRMixin:
         super().__init__(*args, **kwargs)
         self.penalty_grad_cap = penalty_grad_cap
         self.cka_tracker = keras.metrics.Mean(name="cka_sr")
+        self._warned_no_penalty = False
+
+    def fit(self, *args, **kwargs):
+        """Keras' `fit`; then warns (once per model) when CKA-SR added nothing: a penalty of
+        exactly 0 on every training step although its weight is > 0."""
+        history = super().fit(*args, **kwargs)
+        penalties = history.history.get(self.cka_tracker.name) if history else None
+        weighted = any(getattr(x.loss, "weight", 1.0) > 0 for x in self.cka_layers())
+        if penalties and weighted and not any(penalties) and not self._warned_no_penalty:
+            self._warned_no_penalty = True
+            needed = min(
+                cka.min_samples(getattr(x.loss, "unbiased", True)) for x in self.cka_layers()
+            )
+            warnings.warn(
+                f"CKA-SR added no penalty in this fit: it was 0 on every training step. A "
+                f"batch of fewer than {needed} samples (a replica's share under tf.distribute "
+                "counts) adds 0, and so do the steps before the loss's `start_step`: train "
+                f"with batches of at least {needed} samples (or start the penalty earlier).",
+                stacklevel=2,
+            )
+        return history
 
     def make_train_function(self, force=False):
         check_not_torch_compiled(self, "CKA-SR")

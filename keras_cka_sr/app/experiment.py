@@ -62,12 +62,7 @@ def plan(config: RunConfig, data) -> Plan:
             f"lth_rewind={config.lth_rewind} is past the {steps * config.epochs} steps of a round."
         )
     if config.keep_first_last_dense and config.method != "dense":
-        shapes = [
-            w.shape
-            for layer in base.layers
-            if pruning.registry.has_prunable_rule(layer)
-            for w in pruning.registry.prunable_weights(layer)
-        ]
+        shapes = [k.variable.shape for k in pruning.registry.prunable_kernels(base)]
         sparse.layer_densities(shapes, config.sparsity, "uniform", sorted({0, len(shapes) - 1}))
     # A multiple of 8 samples, so that every replica gets an equal share of the probe.
     size = min(config.probe_size, len(data.x_val))
@@ -136,7 +131,7 @@ def run(config: RunConfig, data) -> RunResult:
             data.x_test, data.y_test, verbose=0, batch_size=256
         )
         model.set_weights(final_weights)
-    stats = sparse.kernel_stats(final)
+    kernels = sparse.kernel_stats(final)
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
     finite = (
@@ -148,8 +143,8 @@ def run(config: RunConfig, data) -> RunResult:
         config=dataclasses.asdict(config),
         test_accuracy=float(test_accuracy),
         val_accuracy=history.get("val_accuracy", [math.nan])[-1],
-        sparsity=stats["sparsity"],
-        small_weight_share=stats["small_weight_share"],
+        sparsity=kernels["sparsity"],
+        small_weight_share=kernels["small_weight_share"],
         cka_mean=monitor.mean_within_groups(matrix),
         best_val_epoch=best.epoch,
         best_val_accuracy=best.accuracy,
@@ -158,7 +153,7 @@ def run(config: RunConfig, data) -> RunResult:
         cka_grad_ratio_max=_largest(history.get("cka_grad_ratio", [])),
         cka_matrix=matrix.tolist(),
         cka_layers=monitor.names,
-        magnitude_histogram=_log_histogram(stats["magnitudes"]),
+        magnitude_histogram=_log_histogram(kernels["magnitudes"]),
         sparsity_summary=pruning.sparsity_summary(final).to_dict(),
         history=history,
         finite=finite,

@@ -51,7 +51,8 @@ def _gmp(config, data, base, train):
         0.0,
         config.sparsity,
         begin_step=0,
-        end_step=int(0.75 * steps * config.epochs),
+        # Training steps count from 1: at least step 1, or a 1-step run would never prune.
+        end_step=max(1, int(0.75 * steps * config.epochs)),
         frequency=max(1, steps // 4),
     )
     model = pruning.prune_low_magnitude(

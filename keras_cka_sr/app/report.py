@@ -9,7 +9,6 @@ import numpy as np
 from keras_cka_sr.app import stats
 from keras_cka_sr.app.run_config import RunConfig
 
-
 # Fields that change nothing in a run without the penalty (beta 0): a beta-0 run is the
 # baseline of every setting of these.
 PENALTY_FIELDS = ("cka_samples", "cka_every", "cka_start", "cka_grad_cap")
@@ -55,6 +54,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "cka_mean": float(np.mean([r["cka_mean"] for r in runs])),
                 "small_weight_share": float(np.mean([r["small_weight_share"] for r in runs])),
                 "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+                "below_target": sum(below_target(r) for r in runs),
                 "_runs": runs,
             }
         )
@@ -181,10 +181,19 @@ def format_table(summary):
             f"{row['method']:<7} {row['sparsity_target']:>8.3f} {row['cka_weight']:>7.0e} "
             f"{acc:>13} {len(row['seeds']):>2} {gain:>22} {p:>5} {holm:>5} {mde:>5} "
             f"{row['cka_mean']:>5.3f} {cka_diff:>25} {row['sparsity_achieved']:>8.4f} "
-            f"{row['small_weight_share']:>8.4f}"
-            + (f"  {setting_text(row)}" if settings else "")
+            f"{row['small_weight_share']:>8.4f}" + (f"  {setting_text(row)}" if settings else "")
         )
     lines += ["", COLUMNS]
+    short = [row for row in summary if row.get("below_target")]
+    if short:
+        lines.append("")
+    for row in short:
+        lines.append(
+            f"{row['method']} {100 * row['sparsity_target']:g}% beta {row['cka_weight']:.0e}: "
+            f"{row['below_target']} of {len(row['seeds'])} runs BELOW TARGET SPARSITY "
+            f"(achieved {row['sparsity_achieved']:.4f}): the schedule did not reach it; more "
+            "epochs or data (steps count batches)."
+        )
     if not any(row["cka_weight"] == 0 for row in summary):
         lines += ["", "No baseline: add --compare to train beta 0 on the same seeds and see gains."]
     else:
@@ -240,6 +249,19 @@ def _finite(value):
     return value is not None and math.isfinite(value)
 
 
+# Achieved sparsity this far below the target is a run that did not reach it (per-layer
+# rounding of a model's masks stays well below this).
+BELOW_TARGET = 0.002
+
+
+def below_target(result: dict) -> bool:
+    """Whether a sparse run ended less sparse than its target (dense runs have none)."""
+    config = result["config"]
+    if config.get("method") == "dense" or result.get("sparsity") is None:
+        return False
+    return result["sparsity"] < config["sparsity"] - BELOW_TARGET
+
+
 def run_line(result: dict) -> str:
     """One run's figures in a line: accuracy, sparsity, CKA, time and the gradient ratio."""
     notes = ""
@@ -248,6 +270,8 @@ def run_line(result: dict) -> str:
         notes = f", penalty/task gradient <= {ratio:.2g}"
     elif ratio == math.inf:
         notes = ", penalty/task gradient unbounded (the task's was 0 on a kernel)"
+    if below_target(result):
+        notes += f"  BELOW TARGET SPARSITY {result['config']['sparsity']:g}"
     if not result["finite"]:
         notes += "  NON-FINITE (loss or weights are NaN/inf)"
     return (

@@ -172,6 +172,17 @@ class RunConfig:
                 "magnitude pruning ranks each layer on its own (default, uniform) or all "
                 "layers together (global)."
             )
+        if self.keep_first_last_dense and self.method in ("dense",) + _MAGNITUDE_RANKED:
+            raise ValueError(
+                f"keep_first_last_dense does not apply to method {self.method!r}: "
+                + (
+                    "a dense run prunes nothing."
+                    if self.method == "dense"
+                    else "magnitude pruning gives every layer the same schedule (or one "
+                    "global ranking). Use a method with layer-wise densities (rst, snip, grasp, "
+                    "synflow, set, rigl, lth), or leave the flag off."
+                )
+            )
         needed = UNBIASED_MIN_SAMPLES
         if self.cka_weight > 0 and self.batch_size < needed:
             raise ValueError(

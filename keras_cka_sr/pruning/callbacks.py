@@ -104,14 +104,21 @@ def unfinished_schedules(model) -> list[dict]:
     """The pruned layers of `model` whose schedule has not reached its target.
 
     A layer is unfinished when its pruning step is before the schedule's last pruning
-    step, or when the schedule itself never reaches its target (e.g. a `frequency` larger
-    than `end_step - begin_step`: tfmot prunes at `begin_step` only). Each entry has the
-    layer's name, the step reached, the schedule's last pruning step, the masks' sparsity
-    now and the schedule's target. Layers with `sparsity_m_by_n` or a schedule whose
-    `end_state()` is None are not checked.
+    step, when the schedule itself never reaches its target (e.g. a `frequency` larger
+    than `end_step - begin_step`: tfmot prunes at `begin_step` only), or when its masks are
+    less sparse than the target whatever the step counter says (training steps count from
+    1, as tfmot's: a schedule whose only pruning step is 0, such as `begin_step=0,
+    end_step=0`, never prunes). Each entry has the layer's name, the step reached, the
+    schedule's last pruning step, the masks' sparsity now and the schedule's target.
+    Layers with `sparsity_m_by_n` or a schedule whose `end_state()` is None are not checked.
     """
     found = []
-    for layer in collect_prunable_layers(model):
+    layers = collect_prunable_layers(model)
+    # Global ranking prunes layers unevenly: its layers reach the target together.
+    ranked = [x for x in layers if x.built and x.global_ranking]
+    ranked_pruned = sum(float(to_numpy(ops.sum(1.0 - m))) for x in ranked for m in x.masks)
+    ranked_total = sum(int(np.prod(m.shape)) for x in ranked for m in x.masks)
+    for layer in layers:
         if not layer.built or not layer.pruned_weights or layer.sparsity_m_by_n is not None:
             continue
         end = layer.pruning_schedule.end_state()
@@ -119,10 +126,14 @@ def unfinished_schedules(model) -> list[dict]:
             continue
         last_step, sparsity_then, target = end
         step = int(to_numpy(layer.pruning_step))
-        if step >= last_step and sparsity_then >= target - _SPARSITY_TOLERANCE:
-            continue
         pruned = sum(float(to_numpy(ops.sum(1.0 - m))) for m in layer.masks)
         total = sum(int(np.prod(m.shape)) for m in layer.masks)
+        # One block (or weight) per mask short of the target is rounding, not a shortfall.
+        measured = ranked_pruned / ranked_total if layer.global_ranking else pruned / total
+        rounding = len(layer.masks) * int(np.prod(layer.block_size)) / total
+        reached = measured >= target - max(_SPARSITY_TOLERANCE, rounding)
+        if step >= last_step and sparsity_then >= target - _SPARSITY_TOLERANCE and reached:
+            continue
         found.append(
             {
                 "layer": layer.name,
@@ -144,7 +155,17 @@ def warn_unfinished_schedules(model) -> None:
     first = found[0]
     more = len(found) - 1
     others = f" (and {more} more layer{'s' if more > 1 else ''})" if more else ""
-    if first["step"] >= first["last_pruning_step"]:
+    if first["step"] >= first["last_pruning_step"] and first["schedule"].end_state()[1] >= (
+        first["target"] - _SPARSITY_TOLERANCE
+    ):
+        cause = (
+            f"its masks were never set to it although the step counter ({first['step']}) "
+            f"passed the schedule's last pruning step ({first['last_pruning_step']}) of "
+            f"{first['schedule']!r}: training steps count from 1, as tfmot's, so a pruning "
+            "step at 0 never runs (begin_step=0 with end_step=0; tfmot's default frequency=100 "
+            "over fewer than 100 steps prunes nothing)"
+        )
+    elif first["step"] >= first["last_pruning_step"]:
         cause = (
             f"its schedule {first['schedule']!r} never gets there: its last pruning step, "
             f"{first['last_pruning_step']}, sets a lower sparsity (is `frequency` larger "

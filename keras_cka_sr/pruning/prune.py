@@ -71,10 +71,14 @@ def prune_low_magnitude(
         ]
     if isinstance(to_prune, keras.Model):
         _check_graph_model(to_prune, "prune_low_magnitude")
+        for layer in _compat.flatten_layers(to_prune, include_self=False):
+            registry.check_copyable(layer)
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
 
         def wrap(layer):
+            if not isinstance(layer, keras.layers.Layer):
+                return layer  # a bare op in the graph (`h + h2`): no weights, nothing to copy
             if isinstance(layer, PruneLowMagnitude):
                 return _copy_layer(layer)
             if pruning_policy is not None and not pruning_policy.allow_pruning(layer):

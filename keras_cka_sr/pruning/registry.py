@@ -15,8 +15,11 @@ to have no weights): an unknown unbuilt layer cannot show whether it has weights
 """
 
 import abc
+import dataclasses
 
 import keras
+
+from keras_cka_sr import _compat
 
 L = keras.layers
 
@@ -123,6 +126,15 @@ class PrunableLayer(abc.ABC):
         """The variables to prune (e.g. `[self.kernel]`); never biases."""
 
 
+def check_copyable(layer):
+    """Raises for a layer that declares, as the class attribute `pruning_refusal`, why a model
+    holding it cannot be pruned (a layer of another part of the library, e.g. the CKA-SR
+    penalty: pruning copies the model, and the copy would lose what the layer attaches)."""
+    refusal = getattr(type(layer), "pruning_refusal", None)
+    if refusal:
+        raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}): {refusal}")
+
+
 def check_maskable(layer):
     """Raises for layers whose `call` does not read the weight the wrapper masks.
 
@@ -151,7 +163,10 @@ def check_maskable(layer):
 
 
 def supports(layer):
-    """True when `prunable_weights(layer)` is defined (it may be empty)."""
+    """True when `prunable_weights(layer)` is defined (it may be empty). A bare Keras op in
+    a functional graph (`h + h2` is an `Add` operation, not a layer) holds no weights."""
+    if not isinstance(layer, L.Layer):
+        return True
     if _has_own_rule(layer) or type(layer) in _NOTHING_TO_PRUNE + _WEIGHTLESS:
         return True
     return layer.built and not layer.weights
@@ -257,3 +272,51 @@ def _has_own_rule(layer):
 def has_prunable_rule(layer):
     """True for layers whose weights pruning masks (built-in rule or `PrunableLayer`)."""
     return _has_own_rule(layer)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Kernel:
+    """One prunable weight of a model: `layer` holds it (the wrapped layer, inside its
+    `PruneLowMagnitude`, when wrapped); the forward pass uses `variable * mask` when `mask`
+    is set (wrapped), `variable` otherwise."""
+
+    layer: keras.layers.Layer
+    variable: keras.Variable
+    mask: keras.Variable | None = None
+
+
+def prunable_kernels(model: keras.layers.Layer) -> list[Kernel]:
+    """Every prunable weight of `model` (a model or a layer), each once, in layer order.
+
+    The one walk over a model's prunable weights (statistics, summaries, monitors and the
+    main job use it): a `PruneLowMagnitude` wrapper gives its pruned weights with their
+    masks; a layer with a rule gives the weights its rule names, and its sublayers are not
+    read again (a `Bidirectional`'s two directions, MultiHeadAttention's projections); any
+    other layer is searched for sublayers (nested models, composite layers). A weight
+    reached twice (a layer shared by two models) is listed once. Unbuilt layers have none.
+    """
+    from keras_cka_sr.pruning.wrapper import PruneLowMagnitude  # it imports this module
+
+    kernels, seen = [], set()
+
+    def add(layer, variable, mask=None):
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            kernels.append(Kernel(layer, variable, mask))
+
+    def visit(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            if layer.built:
+                for variable, mask in zip(layer.pruned_weights, layer.masks):
+                    add(layer.layer, variable, mask)
+            return
+        if has_prunable_rule(layer):
+            if layer.built:
+                for variable in prunable_weights(layer):
+                    add(layer, variable)
+            return
+        for sub in _compat.direct_sublayers(layer):
+            visit(sub)
+
+    visit(model)
+    return kernels

@@ -6,11 +6,10 @@ import math
 import keras
 import numpy as np
 
-from keras_cka_sr import _compat
 from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
-from keras_cka_sr.pruning.wrapper import PruneLowMagnitude
+from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +49,13 @@ class SparsitySummary:
         return 1.0 - self.nonzeros / self.params if self.params else math.nan
 
     def to_dict(self) -> dict:
-        """Plain Python types (for JSON): the rows and the totals."""
+        """Plain Python types (for strict JSON): the rows and the totals (`sparsity` None for
+        a model with nothing prunable)."""
         return {
             "rows": [dict(dataclasses.asdict(row), shape=list(row.shape)) for row in self.rows],
             "params": self.params,
             "nonzeros": self.nonzeros,
-            "sparsity": self.sparsity,
+            "sparsity": None if math.isnan(self.sparsity) else self.sparsity,  # strict JSON
         }
 
     def __str__(self) -> str:
@@ -105,19 +105,17 @@ def sparsity_summary(model: keras.Model) -> SparsitySummary:
             f"Model {model.name!r} is not built: call it on data or build it first, then "
             "summarize its sparsity."
         )
-    layers = _compat.flatten_layers(model, include_self=False)
-    wrapped = {id(w.layer) for w in layers if isinstance(w, PruneLowMagnitude)}
+    wrappers = {id(w.layer): w for w in collect_prunable_layers(model)}
     rows = []
-    for layer in layers:
-        if isinstance(layer, PruneLowMagnitude):
-            pattern = _wrapper_pattern(layer)
-            for weight, mask in zip(layer.pruned_weights, layer.masks):
-                values = to_numpy(weight) * to_numpy(mask)
-                rows.append(_row(layer.layer.name, weight, values, pattern))
-        elif registry.has_prunable_rule(layer) and layer.built and id(layer) not in wrapped:
-            for weight in registry.prunable_weights(layer):
-                values = to_numpy(weight)
-                rows.append(_row(layer.name, weight, values, _value_pattern(values), masked=False))
+    for kernel in registry.prunable_kernels(model):
+        if kernel.mask is not None:
+            values = to_numpy(kernel.variable) * to_numpy(kernel.mask)
+            pattern = _wrapper_pattern(wrappers[id(kernel.layer)])
+            rows.append(_row(kernel.layer.name, kernel.variable, values, pattern))
+        else:
+            values = to_numpy(kernel.variable)
+            pattern = _value_pattern(values)
+            rows.append(_row(kernel.layer.name, kernel.variable, values, pattern, masked=False))
     return SparsitySummary(tuple(rows))
 
 

@@ -179,6 +179,12 @@ def test_bad_values_are_usage_errors_before_any_training(no_training, capsys, ex
         (["--batch-size", "3"], "batch_size=3 is below the 4 samples the unbiased CKA"),
         (["--seeds", "0", "1", "0"], "--seeds lists 0 more than once"),
         (["--sparsity", "0.9", "0.9"], "--sparsity lists 0.9 more than once"),
+        (["--keep-first-last-dense"], "keep_first_last_dense does not apply to method 'gmp'"),
+        (
+            ["--method", "oneshot", "--keep-first-last-dense"],
+            "does not apply to method 'oneshot'",
+        ),
+        (["--output", "r.json", "--resume", "--overwrite"], "give one"),
     ],
 )
 def test_bad_combinations_fail_before_any_training(no_training, extra, message):

@@ -188,3 +188,9 @@ def test_largest_gradient_ratio_skips_nan_and_keeps_an_unbounded_one():
     assert experiment._largest([nan, 0.5, 2.0]) == 2.0  # max() would return the leading nan
     assert experiment._largest([1.0, inf, nan]) == inf  # the task's gradient was 0
     assert math.isnan(experiment._largest([nan])) and math.isnan(experiment._largest([]))
+
+
+def test_gmp_reaches_its_target_in_a_one_step_run():
+    data = datasets.load("digits").subset(train=64, test=64)
+    result = experiment.run(config("gmp", sparsity=0.95, epochs=1, batch_size=64), data)
+    assert result.sparsity == pytest.approx(0.95, abs=2e-3)

@@ -108,3 +108,13 @@ def test_a_data_set_or_a_learning_rate_splits_rows_and_their_baselines():
     idle = next(r for r in summary if r["cka_weight"] == 1e-4)
     assert acted["gain_mean"] == pytest.approx(0.03) and acted["pairs"] == 3
     assert idle["gain_mean"] == pytest.approx(0.0) and idle["pairs"] == 3
+
+
+def test_a_run_below_its_target_sparsity_is_marked_in_its_line_and_the_table():
+    short = {**BASE[0], "sparsity": 0.0, "finite": True, "cka_grad_ratio_max": None}
+    short["config"] = {**short["config"], "sparsity": 0.95, "method": "gmp"}
+    assert "BELOW TARGET SPARSITY 0.95" in report.run_line(short)
+    reached = {**short, "sparsity": 0.9495}
+    assert "BELOW" not in report.run_line(reached)
+    table = report.format_table(report.summarize([short]))
+    assert "1 of 1 runs BELOW TARGET SPARSITY (achieved 0.0000)" in table
