@@ -171,7 +171,11 @@ def optimizer_slots(optimizer, variable) -> list:
     to its optimizer variables; `add_optimizer_variables` returns one list per kind, in
     the order of `_trainable_variables`, which each optimizer keeps as an attribute
     (`momentums`, `_momentums`, `_velocities`, ...). Empty before the optimizer is built
-    (Keras 3.0+)."""
+    (Keras 3.0+). A `LossScaleOptimizer` (mixed precision wraps the optimizer in one) keeps
+    no slots: its `inner_optimizer` holds them."""
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if inner is not None:
+        return optimizer_slots(inner, variable)
     trainable = getattr(optimizer, "_trainable_variables", None)
     if not trainable or not optimizer.built:
         return []

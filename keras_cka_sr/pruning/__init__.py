@@ -4,6 +4,7 @@ from keras_cka_sr.pruning.callbacks import (
     PruningSummaries,
     UpdatePruningStep,
     unfinished_schedules,
+    warn_emptied_layers,
     warn_unfinished_schedules,
 )
 from keras_cka_sr.pruning.policy import PruneForLatencyOnXNNPack, PruningPolicy
@@ -39,5 +40,6 @@ __all__ = [
     "sparsity_summary",
     "strip_pruning",
     "unfinished_schedules",
+    "warn_emptied_layers",
     "warn_unfinished_schedules",
 ]

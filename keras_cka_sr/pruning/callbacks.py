@@ -50,6 +50,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for layer in collect_prunable_layers(self.model):
             if layer.built:
                 layer.apply_masks()
+        warn_emptied_layers(self.model)
 
     def get_config(self):
         return {}
@@ -145,6 +146,24 @@ def unfinished_schedules(model) -> list[dict]:
             }
         )
     return found
+
+
+def warn_emptied_layers(model) -> None:
+    """Warns (once per layer) of a layer whose masks are all zero: global ranking pruned it
+    to 100%, so its output no longer depends on its input."""
+    for layer in collect_prunable_layers(model):
+        if not layer.built or not layer.masks or getattr(layer, "_warned_empty", False):
+            continue
+        if all(float(to_numpy(ops.max(m))) == 0.0 for m in layer.masks):
+            layer._warned_empty = True
+            warnings.warn(
+                f"Layer {layer.layer.name!r} is pruned to 100%: every weight it prunes is 0, "
+                "so its output no longer depends on its input. Global ranking can empty a "
+                "layer whose weights are small; keep a share of every layer with "
+                "prune_low_magnitude(..., global_ranking=True, min_density=0.01), or rank "
+                "each layer on its own.",
+                stacklevel=2,
+            )
 
 
 def warn_unfinished_schedules(model) -> None:

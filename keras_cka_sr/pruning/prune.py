@@ -24,6 +24,7 @@ def prune_low_magnitude(
     sparsity_m_by_n=None,
     pruning_policy=None,
     global_ranking=False,
+    min_density=0.0,
     **kwargs,
 ):
     """Wraps layers in `PruneLowMagnitude`, as `tfmot.sparsity.keras.prune_low_magnitude`.
@@ -36,7 +37,9 @@ def prune_low_magnitude(
     only the layers it allows. `global_ranking=True` (an extension of tfmot's API, as
     jaxpruner's global magnitude pruning) ranks the weights of all wrapped layers together
     at each pruning step: one threshold across layers, the schedule's sparsity reached over
-    all of them, layers pruned unevenly (see `PruneLowMagnitude`).
+    all of them, layers pruned unevenly (see `PruneLowMagnitude`); `min_density` keeps that
+    share of every layer (a floor; global ranking can otherwise empty a layer, which
+    `UpdatePruningStep` warns of).
     """
     if pruning_policy is not None:
         if not isinstance(pruning_policy, PruningPolicy):
@@ -55,6 +58,7 @@ def prune_low_magnitude(
         block_pooling_type=block_pooling_type,
         sparsity_m_by_n=sparsity_m_by_n,
         global_ranking=global_ranking,
+        min_density=min_density,
     )
     single_layer = isinstance(to_prune, keras.layers.Layer) and not isinstance(
         to_prune, keras.Model

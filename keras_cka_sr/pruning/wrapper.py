@@ -23,7 +23,7 @@ from keras import ops
 
 from keras_cka_sr import _compat
 from keras_cka_sr._control import cond
-from keras_cka_sr._validation import check_bool, is_int
+from keras_cka_sr._validation import check_bool, check_float, is_int
 from keras_cka_sr.pruning import masks as mask_math
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.schedules import PruningSchedule, default_schedule
@@ -69,6 +69,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             must share one schedule. `prune_low_magnitude(model, ...,
             global_ranking=True)` groups them; `UpdatePruningStep` regroups them at
             train begin (e.g. after loading). Elementwise pruning only.
+        min_density: with `global_ranking`, the share of this layer's weights (the
+            largest) that every pruning step keeps whatever the global threshold: a floor
+            against a layer pruned to 100% (its output then no longer depends on its input).
+            The floor's weights are kept on top of the global count, so the sparsity over
+            the ranked layers can end below the schedule's by at most the floors.
+            Default 0: no floor (jaxpruner's and tfmot's behaviour).
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_pooling_type: str = "AVG",
         sparsity_m_by_n: tuple[int, int] | None = None,
         global_ranking: bool = False,
+        min_density: float = 0.0,
         **kwargs,
     ) -> None:
         if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
@@ -118,6 +125,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             if block_size != (1, 1):
                 raise ValueError("`sparsity_m_by_n` and `block_size` cannot be combined.")
         global_ranking = check_bool("global_ranking", global_ranking)
+        min_density = check_float("min_density", min_density, 0.0, 1.0, max_inclusive=False)
+        if min_density and not global_ranking:
+            raise ValueError(
+                f"`min_density={min_density:g}` is a floor for global ranking (a layer ranked on "
+                "its own reaches the schedule's sparsity exactly): set global_ranking=True, or "
+                "leave min_density at 0."
+            )
         if global_ranking and (block_size != (1, 1) or sparsity_m_by_n is not None):
             raise ValueError(
                 "`global_ranking=True` ranks single weights across layers; it cannot be "
@@ -125,6 +139,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "Use global_ranking=False for block or m:n pruning."
             )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        # Masks rank the float32 variables, not a mixed-precision policy's bfloat16/float16
+        # copies (ties there leave a layer short of its sparsity); the inner layer autocasts
+        # its own reads, and `_masked_weights` casts `weight * mask` for it.
+        kwargs.setdefault("autocast", False)
         super().__init__(layer, **kwargs)
         _compat.inherit_input_shape(self, layer)
         self.pruning_schedule = pruning_schedule
@@ -132,6 +150,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.block_pooling_type = block_pooling_type
         self.sparsity_m_by_n = sparsity_m_by_n
         self.global_ranking = global_ranking
+        self.min_density = min_density
         self._group = _Group()  # the global_ranking wrappers it ranks with (set_global_group)
         self.callback_active = False
         self._stepped_in = None  # weakref to the forward pass that last stepped
@@ -269,10 +288,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         ]
         dtype = self.pruned_weights[0].dtype
         threshold, _ = mask_math.magnitude_mask(ops.concatenate(everything), sparsity)
-        masks = [
-            ops.cast(ops.greater_equal(ops.abs(ops.convert_to_tensor(w) * m), threshold), w.dtype)
-            for w, m in zip(self.pruned_weights, (ops.convert_to_tensor(m) for m in self.masks))
-        ]
+        masks = []
+        for w, m in zip(self.pruned_weights, (ops.convert_to_tensor(m) for m in self.masks)):
+            masked = ops.convert_to_tensor(w) * m
+            keep = ops.greater_equal(ops.abs(masked), threshold)
+            if self.min_density:
+                _, floor = mask_math.magnitude_mask(masked, 1.0 - self.min_density)
+                keep = ops.logical_or(keep, ops.cast(floor, "bool"))
+            masks.append(ops.cast(keep, w.dtype))
         return [ops.cast(threshold, dtype) for _ in self.pruned_weights], masks
 
     def _new_mask(self, weight, mask, sparsity):
@@ -349,6 +372,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 if self.sparsity_m_by_n is None
                 else list(self.sparsity_m_by_n),
                 "global_ranking": self.global_ranking,
+                "min_density": self.min_density,
             }
         )
         return config

@@ -267,18 +267,21 @@ def test_grown_weights_start_at_zero():
         assert np.all(ops.convert_to_numpy(wrapper.layer.kernel)[grown] == 0)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "loss-scaled adam"])
 def test_grown_weights_start_with_zero_optimizer_state(optimizer):
     model = mlp(d=20, h=30)
     sparse.prune_at_initialization(model, "random", 0.8, seed=0)
     before = masks(model)
+    moments = 1 if optimizer == "sgd" else 2
     if optimizer == "sgd":
         optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    elif optimizer == "loss-scaled adam":  # what Keras wraps the optimizer in for float16
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam())
     model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.optimizer.build(model.trainable_variables)
     wrappers = pruning.collect_prunable_layers(model)
     slots = [_compat.optimizer_slots(model.optimizer, w.layer.kernel) for w in wrappers]
-    assert [len(s) for s in slots] == ([2, 2] if optimizer == "adam" else [1, 1])
+    assert [len(s) for s in slots] == [moments, moments]
     for slot in (v for group in slots for v in group):
         slot.assign(ops.ones(slot.shape))
     callback = sparse.DynamicSparsity("set", update_frequency=1, end_step=100, seed=0)
