@@ -198,3 +198,11 @@ class _Tracer:
                     )
                 self.tapped[alias] = outputs
         return outputs
+
+
+def check_feature_list(features, who: str) -> None:
+    """Raises unless `features` is a list or tuple of at least 2 tensors (`who`: the start
+    of the message, e.g. "CKASimilarityLoss needs")."""
+    if not isinstance(features, (list, tuple)) or len(features) < 2:
+        got = len(features) if isinstance(features, (list, tuple)) else type(features).__name__
+        raise ValueError(f"{who} a list of at least 2 feature tensors; got {got}.")

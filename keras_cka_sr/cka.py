@@ -281,18 +281,33 @@ def _tiny(dtype):
     return 1e-30 if dtype == "float32" else 1e-300
 
 
-def _num_samples(features):
+def static_num_samples(features: Sequence) -> int | None:
+    """The batch size if any feature's shape fixes it, else None (known at run time only)."""
     for f in features:
-        if f.shape[0] is not None:
-            return int(f.shape[0])
+        shape = tuple(f.shape)
+        if shape and shape[0] is not None:
+            return int(shape[0])
     return None
+
+
+def method_for_at_most(features: Sequence, pairs, method: str, num_samples: int | None) -> str:
+    """The form to ask for when batches hold at most `num_samples` samples (a loss that uses
+    only the first `num_samples`): where the Gram form is the cheaper one at `num_samples`,
+    it is at every smaller batch, so "auto" needs no run-time branch (whose gradient is slow
+    to trace in TF graphs). Otherwise `method` unchanged."""
+    if method != "auto" or num_samples is None:
+        return method
+    dims = static_feature_dims(features)
+    if dims is None:
+        return method
+    return "gram" if choose_method(dims, num_samples, pairs) == "gram" else "auto"
 
 
 def _resolve(features, pairs, unbiased, method):
     """Validates; returns the features as tensors, the compute dtype and the method."""
     if method not in FORMS:
         raise ValueError(f"`method` must be one of {FORMS}; got {method!r}.")
-    n_static = _num_samples(features)
+    n_static = static_num_samples(features)
     needed = min_samples(unbiased)
     if n_static is not None and n_static < needed:
         raise ValueError(

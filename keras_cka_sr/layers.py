@@ -7,16 +7,21 @@ import keras
 from keras import ops
 
 from keras_cka_sr import _compat
+from keras_cka_sr._tapping import check_feature_list
 from keras_cka_sr.losses import CKASimilarityLoss
 
 _recording = threading.local()
 
 
 @contextlib.contextmanager
-def _recording_penalties():
+def recording_penalties():
     """Within it, each training call of a `CKARegularization` also appends its penalty
     (differentiable, as added to the losses) to the list this yields. Per thread, so each
-    `tf.distribute` replica records its own."""
+    `tf.distribute` replica records its own.
+
+    The hook `penalty_cap`'s train step uses to separate the penalty from the task loss in
+    one forward pass (Keras sums all added losses into one); not exported from the package.
+    """
     penalties = []
     outer = getattr(_recording, "penalties", None)
     _recording.penalties = penalties
@@ -103,11 +108,7 @@ class CKARegularization(keras.layers.Layer):
         return keras.KerasTensor(source.shape, dtype=source.dtype)
 
     def _check_features(self, features):
-        if not isinstance(features, (list, tuple)) or len(features) < 2:
-            raise ValueError(
-                "CKARegularization must be called on a list of at least 2 tensors; got "
-                f"{len(features) if isinstance(features, (list, tuple)) else type(features).__name__}."
-            )
+        check_feature_list(features, "CKARegularization must be called on")
         compared_pairs = getattr(self.loss, "compared_pairs", None)
         if compared_pairs is not None:
             compared_pairs(len(features))  # raises for groups that name missing features

@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_cka_sr import cka
 from keras_cka_sr._control import cond
-from keras_cka_sr._tapping import PAIRS, compared_pairs
+from keras_cka_sr._tapping import PAIRS, check_feature_list, compared_pairs
 from keras_cka_sr._validation import check_bool, check_float, check_int, is_int
 
 
@@ -101,17 +101,13 @@ class CKASimilarityLoss:
                 A batch size known only at run time (TF graphs, per-replica batches)
                 cannot raise, so such a batch always gives 0.
         """
-        if not isinstance(features, (list, tuple)) or len(features) < 2:
-            raise ValueError(
-                "CKASimilarityLoss needs a list of at least 2 feature tensors; got "
-                f"{len(features) if isinstance(features, (list, tuple)) else type(features).__name__}."
-            )
+        check_feature_list(features, "CKASimilarityLoss needs")
         pairs = self.compared_pairs(len(features))
         zero = lambda: ops.zeros((), dtype="float32")  # noqa: E731
         if self.weight == 0.0 or not pairs:
             return zero()
         needed = cka.min_samples(self.unbiased)
-        n = _static_batch_size(features)
+        n = cka.static_num_samples(features)
         if n is not None and n < needed:
             if skip_small_batch:
                 return zero()
@@ -153,21 +149,9 @@ class CKASimilarityLoss:
             pairs,
             unbiased=self.unbiased,
             epsilon=self.epsilon,
-            method=self._method(features, pairs),
+            method=cka.method_for_at_most(features, pairs, self.method, self.num_samples),
         )
         return ops.cast(2.0 * self.weight * ops.sum(values), "float32")
-
-    def _method(self, features, pairs):
-        """With `num_samples` set, a batch known only at run time has at most that many
-        samples: where the Gram form is the cheaper one at `num_samples`, it is at every
-        smaller batch, so "auto" needs no run-time branch (whose gradient is slow to trace
-        in TF graphs)."""
-        if self.method != "auto" or self.num_samples is None:
-            return self.method
-        dims = cka.static_feature_dims(features)
-        if dims is None:
-            return self.method
-        return "gram" if cka.choose_method(dims, self.num_samples, pairs) == "gram" else "auto"
 
     def get_config(self):
         return {
@@ -214,12 +198,3 @@ def _check_groups(groups):
             raise ValueError(f"A group lists a feature index more than once: {list(group)!r}.")
         checked.append([int(i) for i in group])
     return checked
-
-
-def _static_batch_size(features):
-    """The batch size if any feature's shape fixes it, else None (known at run time only)."""
-    for f in features:
-        shape = tuple(f.shape)
-        if shape and shape[0] is not None:
-            return int(shape[0])
-    return None

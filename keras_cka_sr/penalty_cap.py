@@ -15,7 +15,7 @@ import keras
 from keras import ops
 
 from keras_cka_sr import _compat
-from keras_cka_sr.layers import _recording_penalties  # the cap's private channel to the layer
+from keras_cka_sr.layers import recording_penalties
 
 _TINY = 1e-30
 
@@ -78,7 +78,7 @@ def train_step(model, *args):
 def _forward(model, x, y, sample_weight):
     """`(y_pred, task loss, penalty)` of a stateful (TF, torch) train step, both losses scaled
     as the optimizer scales them; updates the `loss` metric."""
-    with _recording_penalties() as penalties:
+    with recording_penalties() as penalties:
         y_pred = model(x, training=True)
     loss = _compat.compute_loss(model, x, y, y_pred, sample_weight)
     penalty = _recorded_total(penalties, loss.dtype)
@@ -148,7 +148,7 @@ def _jax_train_step(model, state, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
 
     def losses(trainable):
-        with _recording_penalties() as penalties:
+        with recording_penalties() as penalties:
             loss, aux = model.compute_loss_and_updates(
                 trainable,
                 non_trainable,

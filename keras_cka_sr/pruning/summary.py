@@ -16,8 +16,9 @@ from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 class WeightSparsity:
     """One prunable weight: its layer, name, shape, parameter count, nonzeros (of the
     weight as the forward pass uses it: `weight * mask` when wrapped), sparsity and
-    pattern ("dense", "unstructured", "block HxW", "M:N" or "2:4 (values)": a plain weight
-    whose values hold 2 zeros in every 4 input channels), and whether a mask holds it."""
+    pattern ("dense", "unstructured", "block HxW", "M:N", or "unstructured
+    (2:4-compatible)": a weight not pruned m:n whose values happen to hold 2 zeros in every 4
+    input channels), and whether a mask holds it."""
 
     layer: str
     weight: str
@@ -94,7 +95,7 @@ def sparsity_summary(model: keras.Model) -> SparsitySummary:
 
     Wrapped weights are read as the forward pass uses them (`weight * mask`) and their
     pattern comes from the wrapper (block size, m:n); plain weights are read from their
-    values (a 2:4 pattern is recognized there, blocks are not). Like tfmot's
+    values (a 2:4-compatible pattern is recognized there, blocks are not). Like tfmot's
     `strip_pruning` and `check_sparsity_m_by_n`, a host-side read: call it outside a
     train step. `print(sparsity_summary(model))` prints the table.
     """
@@ -110,7 +111,7 @@ def sparsity_summary(model: keras.Model) -> SparsitySummary:
     for kernel in registry.prunable_kernels(model):
         if kernel.mask is not None:
             values = to_numpy(kernel.variable) * to_numpy(kernel.mask)
-            pattern = _wrapper_pattern(wrappers[id(kernel.layer)])
+            pattern = _wrapper_pattern(wrappers[id(kernel.layer)], values)
             rows.append(_row(kernel.layer.name, kernel.variable, values, pattern))
         else:
             values = to_numpy(kernel.variable)
@@ -137,16 +138,16 @@ def _row(layer_name, variable, values, pattern, masked=True):
     )
 
 
-def _wrapper_pattern(wrapper):
+def _wrapper_pattern(wrapper, values):
     if wrapper.sparsity_m_by_n is not None:
         return "{}:{}".format(*wrapper.sparsity_m_by_n)
     if wrapper.block_size != (1, 1):
         return "block {}x{}".format(*wrapper.block_size)
-    return "unstructured"
+    return _value_pattern(values)
 
 
 def _value_pattern(values):
     if values.ndim in (2, 4) and np.count_nonzero(values) < values.size:
         if mask_math.is_pruned_m_by_n(values, (2, 4)):
-            return "2:4 (values)"
+            return "unstructured (2:4-compatible)"
     return "unstructured"

@@ -67,7 +67,18 @@ def test_patterns_of_blocks_and_m_by_n():
     m_by_n = pruned(sparsity_m_by_n=(2, 4))
     assert [r.pattern for r in pruning.sparsity_summary(m_by_n).rows] == ["2:4", "2:4"]
     stripped = pruning.sparsity_summary(pruning.strip_pruning(m_by_n))
-    assert [r.pattern for r in stripped.rows] == ["2:4 (values)", "2:4 (values)"]
+    # A plain model cannot show it was pruned m:n; its values can show they allow 2:4.
+    assert [r.pattern for r in stripped.rows] == ["unstructured (2:4-compatible)"] * 2
+
+
+def test_unstructured_pruning_is_not_labelled_m_by_n_when_its_values_happen_to_fit():
+    layer = keras.layers.Dense(2)
+    wrapper = pruning.prune_low_magnitude(layer, pruning.ConstantSparsity(0.5, 0))
+    model = keras.Sequential([keras.Input((4,)), wrapper])
+    layer.kernel.assign(np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [0.0, 4.0]], "float32"))
+    wrapper.masks[0].assign(np.array([[1, 0], [0, 1], [1, 0], [0, 1]], "float32"))
+    [row] = pruning.sparsity_summary(model).rows
+    assert row.pattern == "unstructured (2:4-compatible)" and row.sparsity == 0.5
 
 
 def test_prints_as_a_table_and_serializes():
