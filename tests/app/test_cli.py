@@ -477,3 +477,37 @@ def test_an_unbounded_gradient_ratio_is_printed_not_dropped(monkeypatch, capsys,
     assert (
         "penalty/task gradient unbounded (the task's was 0 on a kernel)" in capsys.readouterr().out
     )
+
+
+@pytest.mark.slow
+def test_a_killed_study_loses_no_finished_run_and_resume_goes_on(tmp_path):
+    """SIGKILL (no handler runs) during the second run: the file holds the first run, valid;
+    --resume trains only the two runs left."""
+    import signal
+    import subprocess
+    import sys
+
+    output = tmp_path / "r.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    args = [*INTERRUPT_ARGS[:INTERRUPT_ARGS.index("--epochs") + 1], "3",
+            *INTERRUPT_ARGS[INTERRUPT_ARGS.index("--epochs") + 2:], "--output", str(output)]  # fmt: skip
+    command = [sys.executable, "-m", "keras_cka_sr", *args]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for line in process.stdout:
+            if "seed=1" in line:
+                break
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert [r["config"]["seed"] for r in json.loads(output.read_text())["runs"]] == [0]
+    done = subprocess.run(
+        command + ["--resume"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "run 1/3: dense sparsity=0.0 beta=0 seed=0: finished in" in done.stdout
+    assert [r["config"]["seed"] for r in json.loads(output.read_text())["runs"]] == [0, 1, 2]
