@@ -56,6 +56,19 @@ class CKAMonitor(keras.callbacks.Callback):
 
     After training, `matrices` holds one `(L, L)` NumPy matrix per epoch, in the order
     of `names` (the unique layer names, in order of first appearance).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> monitor = keras_cka_sr.CKAMonitor(x[:16], ["a", "b"])
+        >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> history = model.fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
+        >>> len(monitor.matrices), monitor.matrices[-1].shape, "cka_mean" in history.history
+        (2, (2, 2), True)
     """
 
     def __init__(
@@ -141,6 +154,21 @@ class CKAGradientMonitor(keras.callbacks.Callback):
 
     The model must be compiled with a single loss (`model.loss`). Cost: two backward
     passes on the probe batch per epoch (`benchmarks/gradient_monitor_cost.py`).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> loss = keras_cka_sr.CKASimilarityLoss(weight=1e-3)
+        >>> trained = keras_cka_sr.attach_cka_loss(model, ["a", "b"], loss)
+        >>> trained.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> monitor = keras_cka_sr.CKAGradientMonitor(x[:16], y[:16], ["a", "b"], loss)
+        >>> history = trained.fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
+        >>> sorted(monitor.ratios[-1])  # the penalty/task gradient norm ratio per kernel
+        ['a/kernel', 'b/kernel', 'head/kernel']
     """
 
     def __init__(

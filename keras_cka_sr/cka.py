@@ -62,6 +62,13 @@ def linear_cka(
 
     Returns:
         A float32 (float64 for float64 inputs) scalar tensor.
+
+    Examples:
+        >>> x = np.random.default_rng(0).normal(size=(32, 5))
+        >>> round(float(cka.linear_cka(x, 3.0 * x @ np.diag([1, 2, 3, 4, 5]))), 2) < 1.0
+        True
+        >>> round(float(cka.linear_cka(x, 2.0 * x, unbiased=False)), 4)  # scale-invariant
+        1.0
     """
     m = pairwise_cka([x, y], [(0, 1)], unbiased=unbiased, epsilon=epsilon)
     return m[0]
@@ -77,6 +84,12 @@ def cka_matrix(
 
     The matrix is symmetric with unit diagonal (0 on the diagonal of a layer with
     zero variance).
+
+    Examples:
+        >>> x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+        >>> m = keras.ops.convert_to_numpy(cka.cka_matrix([x, 2 * x, x ** 2], unbiased=False))
+        >>> m.shape, np.allclose(np.diag(m), 1.0, atol=1e-5), np.allclose(m, m.T, atol=1e-6)
+        ((3, 3), True, True)
     """
     features = _check_features(features, min_count=1)
     count = len(features)
@@ -115,6 +128,12 @@ def pairwise_cka(
 
     Each layer's centered Gram matrix (or feature statistics) is computed once,
     however many pairs it appears in.
+
+    Examples:
+        >>> x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+        >>> values = cka.pairwise_cka([x, 2 * x, x], [(0, 1), (0, 2)], unbiased=False)
+        >>> np.round(keras.ops.convert_to_numpy(values), 4).tolist()
+        [1.0, 1.0]
     """
     features = _check_features(features, min_count=1)
     count = len(features)
@@ -133,7 +152,12 @@ def pairwise_cka(
 
 
 def min_samples(unbiased: bool) -> int:
-    """Fewest samples the estimator is defined for: 4 unbiased ((n-1)(n-2)(n-3) > 0), 2 biased."""
+    """Fewest samples the estimator is defined for: 4 unbiased ((n-1)(n-2)(n-3) > 0), 2 biased.
+
+    Examples:
+        >>> cka.min_samples(unbiased=True), cka.min_samples(unbiased=False)
+        (4, 2)
+    """
     return 4 if unbiased else 2
 
 
@@ -147,6 +171,12 @@ def choose_method(
     form: a `d_i x d_j` cross-product per pair and per layer (`n d_i d_j`). An unknown
     `num_samples` returns "gram"; the CKA functions then choose at run time instead
     (a TF graph traced with batch `None` branches on the batch it gets).
+
+    Examples:
+        >>> cka.choose_method([16, 16], num_samples=1024, pairs=[(0, 1)])  # d << n
+        'feature'
+        >>> cka.choose_method([4096, 4096], num_samples=8, pairs=[(0, 1)])  # n << d
+        'gram'
     """
     if num_samples is None:
         return "gram"
@@ -155,7 +185,14 @@ def choose_method(
 
 def static_feature_dims(features: Sequence) -> list[int] | None:
     """Each feature's size after the batch axis (flattened), or None if any is known only
-    at run time."""
+    at run time.
+
+    Examples:
+        >>> cka.static_feature_dims([keras.KerasTensor((None, 4, 4, 2)), keras.KerasTensor((None, 7))])
+        [32, 7]
+        >>> cka.static_feature_dims([keras.KerasTensor((None, None, 3))]) is None
+        True
+    """
     shapes = [tuple(f.shape)[1:] for f in features]
     if any(d is None for shape in shapes for d in shape):
         return None
@@ -282,7 +319,14 @@ def _tiny(dtype):
 
 
 def static_num_samples(features: Sequence) -> int | None:
-    """The batch size if any feature's shape fixes it, else None (known at run time only)."""
+    """The batch size if any feature's shape fixes it, else None (known at run time only).
+
+    Examples:
+        >>> cka.static_num_samples([keras.KerasTensor((None, 4)), keras.KerasTensor((8, 4))])
+        8
+        >>> cka.static_num_samples([keras.KerasTensor((None, 4))]) is None
+        True
+    """
     for f in features:
         shape = tuple(f.shape)
         if shape and shape[0] is not None:
@@ -294,7 +338,13 @@ def method_for_at_most(features: Sequence, pairs, method: str, num_samples: int 
     """The form to ask for when batches hold at most `num_samples` samples (a loss that uses
     only the first `num_samples`): where the Gram form is the cheaper one at `num_samples`,
     it is at every smaller batch, so "auto" needs no run-time branch (whose gradient is slow
-    to trace in TF graphs). Otherwise `method` unchanged."""
+    to trace in TF graphs). Otherwise `method` unchanged.
+
+    Examples:
+        >>> features = [keras.KerasTensor((None, 4096)), keras.KerasTensor((None, 4096))]
+        >>> cka.method_for_at_most(features, [(0, 1)], "auto", num_samples=8)
+        'gram'
+    """
     if method != "auto" or num_samples is None:
         return method
     dims = static_feature_dims(features)

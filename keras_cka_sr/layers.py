@@ -48,6 +48,16 @@ class CKARegularization(keras.layers.Layer):
     last batch, or a replica's share of it) adds a penalty of exactly 0 with zero
     gradient. Under `tf.distribute`, each replica computes the penalty on its local
     batch; `step` follows the first replica and `last_penalty` is the replicas' mean.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> penalty = keras_cka_sr.CKARegularization(keras_cka_sr.CKASimilarityLoss(weight=1e-3))
+        >>> out = penalty([a, b], passthrough=b)  # b unchanged; the penalty is added in training
+        >>> model = keras.Model(inp, keras.layers.Dense(3)(out))
+        >>> len(model.losses)  # added when the model runs in training only
+        0
     """
 
     pruning_refusal = (

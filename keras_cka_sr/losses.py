@@ -52,6 +52,12 @@ class CKASimilarityLoss:
     the biased one is inflated at the small batches a penalty sees (independent
     Gaussians: 0.198 at n=32 vs 0.017 debiased); `cka.linear_cka` keeps Kornblith et
     al.'s biased form, the standard for analysis, as its default.
+
+    Examples:
+        >>> loss = keras_cka_sr.CKASimilarityLoss(weight=0.5, unbiased=False)
+        >>> f = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+        >>> round(float(loss([f, f])), 4)  # 2 x weight x CKA(f, f) = 2 x 0.5 x 1
+        1.0
     """
 
     def __init__(

@@ -55,6 +55,25 @@ class CKASRMixin:
     two gradients apart: one forward and two backward passes. None: Keras' own train step.
 
     On the torch backend, `jit_compile=True` (torch.compile) is refused when `fit` starts.
+
+    Examples:
+        >>> class Net(keras_cka_sr.CKASRMixin, keras.Model):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.a, self.b = keras.layers.Dense(8), keras.layers.Dense(8)
+        ...         self.head = keras.layers.Dense(3)
+        ...         self.cka_sr = keras_cka_sr.CKARegularization(
+        ...             keras_cka_sr.CKASimilarityLoss(weight=1e-3))
+        ...     def call(self, x, training=False):
+        ...         a = self.a(x)
+        ...         b = self.cka_sr([a, self.b(a)], passthrough=None, training=training)
+        ...         return self.head(b)
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> net = Net()
+        >>> net.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> sorted(net.fit(x, y, epochs=1, verbose=0).history)
+        ['cka_sr', 'loss']
     """
 
     def __init__(self, *args, penalty_grad_cap=None, **kwargs):
@@ -134,6 +153,19 @@ class CKASRModel(CKASRMixin, keras.Model):
 
     (Keras turns a `keras.Model` subclass built from inputs and outputs into a
     functional one, so subclassed models use `CKASRMixin` instead.)
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> loss = keras_cka_sr.CKASimilarityLoss(weight=1e-3)
+        >>> trained = keras_cka_sr.attach_cka_loss(model, ["a", "b"], loss)
+        >>> isinstance(trained, keras_cka_sr.CKASRModel)
+        True
+        >>> restored = keras.models.model_from_json(trained.to_json())  # serializable
+        >>> type(restored).__name__
+        'CKASRModel'
     """
 
     def get_config(self):
@@ -180,6 +212,20 @@ def attach_cka_loss(
     Returns:
         A `CKASRModel` with the same inputs and outputs, built from the same layer
         objects (weights are shared, not copied).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> loss = keras_cka_sr.CKASimilarityLoss(weight=1e-3, num_samples=8, every_n_steps=1)
+        >>> trained = keras_cka_sr.attach_cka_loss(model, [["a", "b"]], loss)
+        >>> trained.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> history = trained.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        >>> bool(history.history["cka_sr"][0] > 0)  # beta x the CKA between a and b
+        True
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
@@ -228,6 +274,15 @@ def feature_model(
     Same layer objects (shared weights); nested models and wrapped layers are resolved
     as in `attach_cka_loss`. Useful to compute CKA between layers (`CKAMonitor`).
     `with_outputs=True` puts `model`'s own (flattened) outputs first, then the features.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> features = keras_cka_sr.feature_model(model, ["a", "b"])
+        >>> [tuple(f.shape) for f in features(np.zeros((4, 8), "float32"))]
+        [(4, 16), (4, 16)]
     """
     if not isinstance(model, keras.Model) or not _compat.is_graph_model(model):
         raise TypeError(

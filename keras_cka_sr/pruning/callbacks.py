@@ -28,6 +28,20 @@ class UpdatePruningStep(keras.callbacks.Callback):
     `gradient_accumulation_steps=k`, the weights change every k batches, and the
     schedule's steps are still batches (`end_step = steps_per_epoch * epochs`).
     The CKA-SR penalty's `every_n_steps` counts batches too.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0, frequency=1))
+        >>> pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+        ...                 callbacks=[pruning.UpdatePruningStep()])
+        >>> [int(w.pruning_step) for w in pruning.collect_prunable_layers(pruned)]  # 4 batches
+        [4, 4, 4]
     """
 
     def on_train_begin(self, logs=None):
@@ -66,6 +80,22 @@ class PruningSummaries(keras.callbacks.TensorBoard):
     Written at each epoch begin under `<weight path>/sparsity` and
     `<weight path>/threshold` in the train writer of `log_dir` (needs TensorFlow
     and TensorBoard installed, as Keras' TensorBoard callback).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> import tempfile
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0, frequency=1))
+        >>> pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> logs = tempfile.mkdtemp()
+        >>> _ = pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+        ...     callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries(logs)])
+        >>> import os; "train" in os.listdir(logs)
+        True
     """
 
     def __init__(self, log_dir, update_freq="epoch", **kwargs):
@@ -112,6 +142,19 @@ def unfinished_schedules(model) -> list[dict]:
     end_step=0`, never prunes). Each entry has the layer's name, the step reached, the
     schedule's last pruning step, the masks' sparsity now and the schedule's target.
     Layers with `sparsity_m_by_n` or a schedule whose `end_state()` is None are not checked.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
+        >>> pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = pruned.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps; frequency=100
+        >>> [(u["layer"], u["sparsity"], u["target"]) for u in pruning.unfinished_schedules(pruned)][:1]
+        [('prune_low_magnitude_a', 0.0, 0.5)]
     """
     found = []
     layers = collect_prunable_layers(model)
@@ -150,7 +193,23 @@ def unfinished_schedules(model) -> list[dict]:
 
 def warn_emptied_layers(model) -> None:
     """Warns (once per layer) of a layer whose masks are all zero: global ranking pruned it
-    to 100%, so its output no longer depends on its input."""
+    to 100%, so its output no longer depends on its input.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> import warnings
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
+        >>> first = pruning.collect_prunable_layers(pruned)[0]
+        >>> _ = first.masks[0].assign(np.zeros(first.masks[0].shape, "float32"))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     pruning.warn_emptied_layers(pruned)
+        >>> "pruned to 100%" in str(caught[0].message)
+        True
+    """
     for layer in collect_prunable_layers(model):
         if not layer.built or not layer.masks or getattr(layer, "_warned_empty", False):
             continue
@@ -167,7 +226,23 @@ def warn_emptied_layers(model) -> None:
 
 
 def warn_unfinished_schedules(model) -> None:
-    """Warns once (for all layers) when `unfinished_schedules(model)` is not empty."""
+    """Warns once (for all layers) when `unfinished_schedules(model)` is not empty.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> import warnings
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     pruning.warn_unfinished_schedules(pruned)  # never trained: short of 50%
+        >>> "did not reach its target" in str(caught[0].message)
+        True
+    """
     found = unfinished_schedules(model)
     if not found:
         return

@@ -15,6 +15,20 @@ class PruningPolicy(abc.ABC):
 
     Subclass it for your own policy; pass it as `prune_low_magnitude(model,
     pruning_policy=...)`.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> class OnlyHead(pruning.PruningPolicy):
+        ...     def allow_pruning(self, layer):
+        ...         return layer.name == "head"
+        ...     def ensure_model_supports_pruning(self, model):
+        ...         pass
+        >>> pruned = pruning.prune_low_magnitude(model, pruning_policy=OnlyHead())
+        >>> [w.layer.name for w in pruning.collect_prunable_layers(pruned)]
+        ['head']
     """
 
     @abc.abstractmethod
@@ -31,6 +45,17 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
     from a 3x3 stride-2 `valid` `Conv2D` after `ZeroPadding2D(1)` in every input branch to a
     `GlobalAveragePooling2D` in every output branch, with only supported layers between
     (Elsen et al. 2019, "Fast Sparse ConvNets"; tfmot's policy, same rules and messages).
+
+    Examples:
+        >>> inp = keras.Input((32, 32, 3))
+        >>> x = keras.layers.ZeroPadding2D(1)(inp)
+        >>> x = keras.layers.Conv2D(8, 3, strides=2, padding="valid")(x)
+        >>> x = keras.layers.Conv2D(16, 1, name="pointwise")(x)
+        >>> model = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+        >>> policy = pruning.PruneForLatencyOnXNNPack()
+        >>> pruned = pruning.prune_low_magnitude(model, pruning_policy=policy)
+        >>> [w.layer.name for w in pruning.collect_prunable_layers(pruned)]  # 1x1 convs only
+        ['pointwise']
     """
 
     def allow_pruning(self, layer):

@@ -40,6 +40,21 @@ def prune_low_magnitude(
     all of them, layers pruned unevenly (see `PruneLowMagnitude`); `min_density` keeps that
     share of every layer (a floor; global ranking can otherwise empty a layer, which
     `UpdatePruningStep` warns of).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> schedule = pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=4, frequency=1)
+        >>> pruned = pruning.prune_low_magnitude(model, schedule)
+        >>> pruned.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+        ...                 callbacks=[pruning.UpdatePruningStep()])
+        >>> round(pruning.sparsity_summary(pruned).sparsity, 2)
+        0.8
     """
     if pruning_policy is not None:
         if not isinstance(pruning_policy, PruningPolicy):
@@ -110,6 +125,17 @@ def prune_scope():
 
     Not needed here (the pruning classes are registered, so `.keras` files load
     anywhere); kept so that tfmot code runs unchanged.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> pruned = pruning.prune_low_magnitude(model)
+        >>> with pruning.prune_scope():  # tfmot code loads pruned models inside it
+        ...     copy = keras.models.model_from_json(pruned.to_json())
+        >>> len(pruning.collect_prunable_layers(copy))
+        3
     """
     return keras.saving.custom_object_scope({"PruneLowMagnitude": PruneLowMagnitude})
 
@@ -119,6 +145,16 @@ def strip_pruning(model: keras.Model) -> keras.Model:
 
     The pruned model's stored weights are masked too (`weight * mask`), so it can keep
     training; the returned model is a copy and exports like any Keras model.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
+        >>> plain = pruning.strip_pruning(pruned)
+        >>> [type(layer).__name__ for layer in plain.layers]
+        ['InputLayer', 'Dense', 'Dense', 'Dense']
     """
     if isinstance(model, PruneLowMagnitude):
         model.apply_masks()

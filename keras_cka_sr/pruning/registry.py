@@ -119,6 +119,15 @@ class PrunableLayer(abc.ABC):
 
     The layer's `call` must read each of those weights through the attribute that holds
     it (e.g. `self.kernel`), which the pruning wrapper swaps for the masked weight.
+
+    Examples:
+        >>> class Scaled(keras.layers.Dense, pruning.PrunableLayer):
+        ...     def get_prunable_weights(self):
+        ...         return [self.kernel]
+        >>> wrapper = pruning.prune_low_magnitude(Scaled(4), pruning.ConstantSparsity(0.5, 0))
+        >>> model = keras.Sequential([keras.Input((3,)), wrapper])
+        >>> [w.name for w in wrapper.pruned_weights], len(wrapper.layer.weights)  # not the bias
+        (['kernel'], 2)
     """
 
     @abc.abstractmethod

@@ -39,6 +39,17 @@ class PruningSchedule(abc.ABC):
     `keras.ops` (no Python branching on tensor values) so the schedule compiles into the
     train step on every backend. Implement `get_config` and register the class with
     `keras.saving.register_keras_serializable` so pruned models save and load.
+
+    Examples:
+        >>> class Halfway(pruning.PruningSchedule):
+        ...     # 50% sparsity at step 10, once
+        ...     def __call__(self, step):
+        ...         return keras.ops.equal(step, 10), keras.ops.convert_to_tensor(0.5)
+        ...     def get_config(self):
+        ...         return {}
+        >>> should_prune, sparsity = Halfway()(keras.ops.convert_to_tensor(10))
+        >>> bool(should_prune), float(sparsity)
+        (True, 0.5)
     """
 
     @abc.abstractmethod
@@ -88,7 +99,15 @@ class PruningSchedule(abc.ABC):
 
 @keras.saving.register_keras_serializable(package="keras_cka_sr")
 class ConstantSparsity(PruningSchedule):
-    """Prune to `target_sparsity` every `frequency` steps in [begin_step, end_step]."""
+    """Prune to `target_sparsity` every `frequency` steps in [begin_step, end_step].
+
+    Examples:
+        >>> schedule = pruning.ConstantSparsity(0.8, begin_step=0, frequency=10)
+        >>> [bool(schedule(keras.ops.convert_to_tensor(t))[0]) for t in (9, 10, 11, 20)]
+        [False, True, False, True]
+        >>> float(schedule(keras.ops.convert_to_tensor(10))[1])
+        0.800000011920929
+    """
 
     def __init__(self, target_sparsity, begin_step, end_step=-1, frequency=100):
         self.begin_step, self.end_step, self.frequency = _check_steps(
@@ -123,6 +142,11 @@ class PolynomialDecay(PruningSchedule):
     `s(t) = s_f + (s_i - s_f) (1 - p)^power`, `p = clip((t - b)/(e - b), 0, 1)`: fast at
     first, then levelling off (Zhu & Gupta 2017 use power 3). With `end_step ==
     begin_step` the sparsity jumps to `final_sparsity` at that step (tfmot divides by 0).
+
+    Examples:
+        >>> schedule = pruning.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=100, frequency=10)
+        >>> [round(float(schedule(keras.ops.convert_to_tensor(t))[1]), 3) for t in (0, 50, 100)]
+        [0.0, 0.787, 0.9]
     """
 
     def __init__(
@@ -182,7 +206,13 @@ def default_schedule():
 
 
 def GradualMagnitude(initial_sparsity, final_sparsity, begin_step, end_step, frequency=100):
-    """Gradual magnitude pruning of Zhu & Gupta (2017): `PolynomialDecay` with power 3."""
+    """Gradual magnitude pruning of Zhu & Gupta (2017): `PolynomialDecay` with power 3.
+
+    Examples:
+        >>> schedule = pruning.GradualMagnitude(0.0, 0.9, begin_step=0, end_step=100, frequency=10)
+        >>> type(schedule).__name__, schedule.end_state()[1:]
+        ('PolynomialDecay', (0.8999999761581421, 0.9))
+    """
     return PolynomialDecay(
         initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=frequency
     )
@@ -193,6 +223,11 @@ class StaticMask(PruningSchedule):
     """Never updates masks: they stay as set (e.g. by `set_random_masks`).
 
     `sparsity` is the overall sparsity the masks were drawn for (reported, not used).
+
+    Examples:
+        >>> schedule = pruning.StaticMask(0.9)  # masks set by you (e.g. sparse.set_random_masks)
+        >>> bool(schedule(keras.ops.convert_to_tensor(1))[0])  # never recomputed by magnitude
+        False
     """
 
     def __init__(self, sparsity):

@@ -18,7 +18,17 @@ class WeightSparsity:
     weight as the forward pass uses it: `weight * mask` when wrapped), sparsity and
     pattern ("dense", "unstructured", "block HxW", "M:N", or "unstructured
     (2:4-compatible)": a weight not pruned m:n whose values happen to hold 2 zeros in every 4
-    input channels), and whether a mask holds it."""
+    input channels), and whether a mask holds it.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> row = pruning.sparsity_summary(model).rows[0]
+        >>> row.layer, row.weight, row.shape, row.params, row.pattern, row.masked
+        ('a', 'kernel', (8, 16), 128, 'dense', False)
+    """
 
     layer: str
     weight: str
@@ -32,7 +42,19 @@ class WeightSparsity:
 
 @dataclasses.dataclass(frozen=True)
 class SparsitySummary:
-    """Rows per prunable weight and their totals; `str()` is the table (`print(summary)`)."""
+    """Rows per prunable weight and their totals; `str()` is the table (`print(summary)`).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> summary = pruning.sparsity_summary(model)
+        >>> print(str(summary).splitlines()[0])
+        layer  weight  shape  params  nonzeros  sparsity  pattern
+        >>> summary.to_dict()["params"]
+        432
+    """
 
     rows: tuple
 
@@ -98,6 +120,15 @@ def sparsity_summary(model: keras.Model) -> SparsitySummary:
     values (a 2:4-compatible pattern is recognized there, blocks are not). Like tfmot's
     `strip_pruning` and `check_sparsity_m_by_n`, a host-side read: call it outside a
     train step. `print(sparsity_summary(model))` prints the table.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> summary = pruning.sparsity_summary(model)
+        >>> summary.params, summary.sparsity, [row.layer for row in summary.rows]
+        (432, 0.0, ['a', 'b', 'head'])
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")

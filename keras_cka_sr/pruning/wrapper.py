@@ -75,6 +75,12 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             The floor's weights are kept on top of the global count, so the sparsity over
             the ranked layers can end below the schedule's by at most the floors.
             Default 0: no floor (jaxpruner's and tfmot's behaviour).
+
+    Examples:
+        >>> wrapper = pruning.PruneLowMagnitude(keras.layers.Dense(4), pruning.ConstantSparsity(0.5, 0))
+        >>> model = keras.Sequential([keras.Input((8,)), wrapper])
+        >>> [tuple(m.shape) for m in wrapper.masks], wrapper.get_config()["global_ranking"]
+        ([(8, 4)], False)
     """
 
     def __init__(
@@ -418,7 +424,17 @@ class _Group:
 
 
 def collect_prunable_layers(model):
-    """The `PruneLowMagnitude` wrappers of a model (nested models included)."""
+    """The `PruneLowMagnitude` wrappers of a model (nested models included).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
+        >>> [w.name for w in pruning.collect_prunable_layers(pruned)]
+        ['prune_low_magnitude_a', 'prune_low_magnitude_b', 'prune_low_magnitude_head']
+    """
     layers = [model] if isinstance(model, PruneLowMagnitude) else []
     return layers + [
         layer

@@ -16,7 +16,12 @@ ALLOCATIONS = ("global",) + DISTRIBUTIONS
 
 
 def total_kept(sizes: Sequence[int], sparsity: float) -> int:
-    """The number of weights kept over all layers: `round((1 - sparsity) * sum(sizes))`, >= 1."""
+    """The number of weights kept over all layers: `round((1 - sparsity) * sum(sizes))`, >= 1.
+
+    Examples:
+        >>> sparse.total_kept([100, 50], sparsity=0.9)
+        15
+    """
     sparsity = check_sparsity("sparsity", sparsity)
     return max(int(round((1.0 - sparsity) * sum(sizes))), 1)
 
@@ -32,6 +37,11 @@ def erk_densities(
     A layer's density is proportional to `sum(shape) / prod(shape)`; layers whose
     density would exceed 1 are kept dense and the others rescaled (RigL's algorithm).
     Layers whose indices are in `keep_dense` are dense from the start.
+
+    Examples:
+        >>> densities = sparse.erk_densities([(8, 16), (16, 16), (16, 3)], sparsity=0.8)
+        >>> [round(float(d), 3) for d in densities]  # the layer of fewest inputs+outputs keeps most
+        [0.216, 0.144, 0.456]
     """
     sparsity = check_sparsity("sparsity", sparsity)
     power_scale = check_float("power_scale", power_scale)
@@ -70,7 +80,14 @@ def layer_densities(
     keep_dense: Sequence[int] = (),
 ) -> list[float]:
     """Per-layer densities for overall sparsity `sparsity`: `uniform` (the same density in
-    every pruned layer) or `erk`; layers in `keep_dense` (indices) stay dense."""
+    every pruned layer) or `erk`; layers in `keep_dense` (indices) stay dense.
+
+    Examples:
+        >>> sparse.layer_densities([(10, 10), (10, 10)], 0.5, "uniform")
+        [0.5, 0.5]
+        >>> sparse.layer_densities([(10, 10), (10, 10)], 0.5, "uniform", keep_dense=[0])
+        [1.0, 0.0]
+    """
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"`distribution` must be one of {DISTRIBUTIONS}; got {distribution!r}.")
     if distribution == "erk":
@@ -91,7 +108,12 @@ def layer_densities(
 def kept_counts(sizes: Sequence[int], densities: Sequence[float]) -> list[int]:
     """Integer counts near `density * size` per layer, each >= 1, that sum exactly to
     `round(sum(density * size))` (largest remainders round up, the most rounded-up
-    layers give back what the at-least-one rule took)."""
+    layers give back what the at-least-one rule took).
+
+    Examples:
+        >>> sparse.kept_counts([10, 10, 10], [0.25, 0.25, 0.25])  # 7.5 in all: 8, rounded up once
+        [3, 3, 2]
+    """
     sizes = np.array([int(s) for s in sizes], dtype=np.int64)
     exact = np.array([d * s for d, s in zip(densities, sizes)], dtype=np.float64)
     target = max(int(round(exact.sum())), len(sizes))
@@ -116,6 +138,11 @@ def masks_from_scores(
     `global`: one ranking over every layer not in `keep_dense` (the papers' SNIP, GraSP and
     SynFlow); `uniform`/`erk`: each layer keeps its budget by its own ranking. Ties are
     broken by position, so exactly `total_kept` weights are kept.
+
+    Examples:
+        >>> scores = [np.array([[1.0, 5.0], [3.0, 0.5]]), np.array([[4.0, 2.0]])]
+        >>> [m.astype(int).tolist() for m in sparse.masks_from_scores(scores, 0.5)]
+        [[[0, 1], [1, 0]], [[1, 0]]]
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"`allocation` must be one of {ALLOCATIONS}; got {allocation!r}.")

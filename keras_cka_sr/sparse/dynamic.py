@@ -65,6 +65,22 @@ class DynamicSparsity(keras.callbacks.Callback):
         batch_size: samples per RigL gradient.
         loss: the task loss (default: sparse categorical cross-entropy on logits).
         seed: seeds the growth (SET) and the batches (RigL).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> _ = sparse.set_random_masks(model, 0.8, seed=0)
+        >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> rigl = sparse.DynamicSparsity("rigl", update_frequency=2, x=x, y=y, seed=0)
+        >>> _ = model.fit(x, y, batch_size=8, epochs=1, verbose=0,
+        ...               callbacks=[pruning.UpdatePruningStep(), rigl])
+        >>> [step for step, _ in rigl.updates], round(sparse.kernel_stats(model)["sparsity"], 2)
+        ([2], 0.8)
     """
 
     def __init__(

@@ -57,6 +57,18 @@ def prune_at_initialization(
         rescale: sparsity-aware initialization (see `masking.assign_masks`): kept weights
             x 1/sqrt(layer density) for `random` masks, x ||w|| / ||w * mask|| for the
             scoring methods (which keep large weights), so each layer keeps its output scale.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> densities = sparse.prune_at_initialization(model, "snip", 0.8, x, y)
+        >>> round(sparse.kernel_stats(model)["sparsity"], 2)
+        0.8
     """
     if method not in INIT_METHODS:
         raise ValueError(f"`method` must be one of {INIT_METHODS}; got {method!r}.")
@@ -122,6 +134,16 @@ def set_random_masks(
     has the variance it had dense. Without it, a net without normalization masked to 98%
     shrinks its activations layer by layer (LeNet-5: 2e-2 at conv1 to 5e-5 at fc2), and
     CKA-SR's gradient can then dominate the task's (docs: "Safety").
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> densities = sparse.set_random_masks(model, 0.8, seed=0, distribution="uniform")
+        >>> round(sparse.kernel_stats(model)["sparsity"], 2)
+        0.8
     """
     if distribution not in alloc.DISTRIBUTIONS:
         raise ValueError(

@@ -93,6 +93,21 @@ def lottery_ticket(
     """Runs `rounds + 1` trainings of `model` (wrapped with a `StaticMask` schedule); the
     model ends trained at `sparsity`. `train(model, round, callbacks)` compiles (a fresh
     optimizer) and fits, passing `callbacks` to `fit`. Returns one summary per round.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> def train(model, round_index, callbacks):
+        ...     model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks)
+        >>> _ = sparse.lottery_ticket(model, train, 0.8, rounds=2)
+        >>> round(sparse.kernel_stats(model)["sparsity"], 2)
+        0.8
     """
     sparsity = check_sparsity("sparsity", sparsity)
     rounds = check_int("rounds", rounds, 1)

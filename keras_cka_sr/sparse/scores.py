@@ -24,12 +24,36 @@ from keras_cka_sr.sparse.masking import effective_weights, pruned_slots, scoring
 
 
 def magnitude_scores(model: keras.Model) -> list[np.ndarray]:
-    """|w * mask|."""
+    """|w * mask|.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> scores = sparse.magnitude_scores(model)  # |weight * mask|
+        >>> [s.shape for s in scores], bool(all((s >= 0).all() for s in scores))
+        ([(8, 16), (16, 16), (16, 3)], True)
+    """
     return [np.abs(w).astype(np.float64) for w in effective_weights(pruned_slots(model))]
 
 
 def snip_scores(model, x, y, loss=None, batch_size: int = 256) -> list[np.ndarray]:
-    """|g * w| with g the loss gradient summed over the batches of (x, y) (SNIP)."""
+    """|g * w| with g the loss gradient summed over the batches of (x, y) (SNIP).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> scores = sparse.snip_scores(model, x, y)  # |gradient x weight|
+        >>> [s.shape for s in scores]
+        [(8, 16), (16, 16), (16, 3)]
+    """
     batch_size = check_int("batch_size", batch_size, 1)
     closure = LossGradients(model, loss)
     grads = closure.summed(x, y, batch_size)
@@ -39,7 +63,20 @@ def snip_scores(model, x, y, loss=None, batch_size: int = 256) -> list[np.ndarra
 def grasp_scores(
     model, x, y, loss=None, batch_size: int = 256, temperature: float = 200.0
 ) -> list[np.ndarray]:
-    """w * (H g) (GraSP), g and H g summed over the batches of (x, y); keep the highest."""
+    """w * (H g) (GraSP), g and H g summed over the batches of (x, y); keep the highest.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> scores = sparse.grasp_scores(model, x, y)  # -weight x (Hessian x gradient)
+        >>> [s.shape for s in scores]
+        [(8, 16), (16, 16), (16, 3)]
+    """
     batch_size = check_int("batch_size", batch_size, 1)
     temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
     closure = LossGradients(model, loss, temperature)
@@ -49,12 +86,36 @@ def grasp_scores(
 
 
 def dense_gradients(model, x, y, loss=None) -> list[np.ndarray]:
-    """d loss / d (weight * mask) on (x, y) at every entry, pruned ones included (RigL)."""
+    """d loss / d (weight * mask) on (x, y) at every entry, pruned ones included (RigL).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+        >>> y = np.arange(32) % 3
+        >>> grads = sparse.dense_gradients(model, x, y)  # of the loss wrt weight * mask
+        >>> [g.shape for g in grads]
+        [(8, 16), (16, 16), (16, 3)]
+    """
     return LossGradients(model, loss).summed(x, y, len(x))
 
 
 def synflow_scores(model: keras.Model) -> list[np.ndarray]:
-    """w * dR/dw on |parameters| and an all-ones input (one SynFlow round)."""
+    """w * dR/dw on |parameters| and an all-ones input (one SynFlow round).
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> model = pruning.prune_low_magnitude(model, pruning.StaticMask(0.8))
+        >>> scores = sparse.synflow_scores(model)  # data-free: |weight| x synaptic flow
+        >>> bool(all((s >= 0).all() for s in scores))
+        True
+    """
     slots = pruned_slots(model)
     weights = [np.abs(w) for w in effective_weights(slots)]
     t_index, m_index = _slot_indices(model, slots)

@@ -14,6 +14,15 @@ def kernel_stats(model: keras.Model, small: float = 1e-3) -> dict:
 
     Kernels are those the pruning registry prunes (wrapped or not); biases and
     normalization weights are left out.
+
+    Examples:
+        >>> inp = keras.Input((8,))
+        >>> a = keras.layers.Dense(16, activation="relu", name="a")(inp)
+        >>> b = keras.layers.Dense(16, activation="relu", name="b")(a)
+        >>> model = keras.Model(inp, keras.layers.Dense(3, name="head")(b))
+        >>> stats = sparse.kernel_stats(model)
+        >>> stats["num_weights"], stats["sparsity"]
+        (432, 0.0)
     """
     values = [
         to_numpy(k.variable) * (1 if k.mask is None else to_numpy(k.mask))
