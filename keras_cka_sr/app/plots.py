@@ -33,9 +33,17 @@ def _line_axes(plt, xlabel, ylabel):
     return fig, ax
 
 
+def subject(run) -> str:
+    """The model and data set of a run, e.g. "resnet20 on mnist5k"."""
+    return f"{run['config'].get('model', 'model')} on {run.get('dataset') or 'its data'}"
+
+
 def _setting(run):
     config = run["config"]
-    return f"{config['method']} at {100 * config['sparsity']:g}% sparsity, seed {config['seed']}"
+    return (
+        f"{subject(run)}, {config['method']} at {100 * config['sparsity']:g}% sparsity, "
+        f"seed {config['seed']}"
+    )
 
 
 def cka_heatmaps(baseline, cka_sr, path):
@@ -44,9 +52,13 @@ def cka_heatmaps(baseline, cka_sr, path):
     plt = _pyplot()
     runs = [(r, t) for r, t in ((baseline, "baseline"), (cka_sr, "CKA-SR")) if r is not None]
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 5.0), squeeze=False)
+    # One colour scale for both panels, over the values they hold (CKA of trained layers
+    # rarely goes below 0.5: a 0-1 scale would leave half its colours unused).
+    lowest = min(float(np.min(r["cka_matrix"])) for r, _ in runs)
+    vmin = max(0.0, math.floor(lowest * 10) / 10)
     for ax, (run, title) in zip(axes[0], runs):
         matrix = np.asarray(run["cka_matrix"])
-        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
+        image = ax.imshow(matrix, vmin=vmin, vmax=1, cmap="magma")
         labels = run["cka_layers"]
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -86,9 +98,10 @@ def magnitude_histograms(runs, path):
     return _save(plt, fig, path)
 
 
-def accuracy_vs_sparsity(summary, path):
+def accuracy_vs_sparsity(summary, path, what: str = ""):
     """Test accuracy in percent (mean over seeds, error bars ± 1 std) against sparsity, per
-    method and beta; lines are offset a little along x so that none hides another."""
+    method and beta; lines are offset a little along x so that none hides another. `what`
+    (e.g. "resnet20 on mnist5k") heads the title."""
     plt = _pyplot()
     seeds = sorted({len(row["seeds"]) for row in summary})
     fig, ax = _line_axes(plt, "target sparsity", "test accuracy (%)")
@@ -112,10 +125,9 @@ def accuracy_vs_sparsity(summary, path):
     ax.set_xlim(right=1.0)
     ax.legend(fontsize=8)
     counts = "/".join(map(str, seeds))
-    spread = 0.002 * (len(lines) - 1) / 2
     ax.set_title(
-        f"mean over {counts} seed(s); error bars: ± 1 std over seeds (none for one seed)\n"
-        f"lines shifted by up to ±{spread:.3f} along x so that none hides another",
+        (f"{what}: " if what else "") + f"test accuracy, mean over {counts} seeds (bars: ± 1 std)\n"
+        "points moved slightly sideways so that none hides another",
         fontsize=9,
     )
     return _save(plt, fig, path)
@@ -186,7 +198,9 @@ def dose_response(runs, path):
     trajectory.xaxis.get_major_locator().set_params(integer=True)
     trajectory.set_xlabel("epoch")
     trajectory.set_ylabel("paired ΔCKA vs beta 0, per epoch")
-    trajectory.set_title("mean over paired seeds (n pairs in the legend)", fontsize=9)
+    trajectory.set_title(
+        "mean over seeds, each paired with beta 0 (pairs in the legend)", fontsize=9
+    )
     trajectory.legend(fontsize=7)
     for index, knobs in enumerate(series):
         points = [
@@ -223,16 +237,17 @@ def dose_response(runs, path):
         ax.set_xscale("log")
         ax.set_xlabel("beta (log scale)")
         ax.set_ylabel(ylabel)
-        title = f"mean and 95% t-interval over paired seeds (n={ns})"
+        pairs_text = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+        title = f"mean and 95% interval over {pairs_text} seed pairs"
         if len(series) > 1:
-            title += "\nseries shifted by x1.12 each along beta so that none hides another"
+            title += "\neach further series drawn a little to the right, not to hide another"
         ax.set_title(title, fontsize=9)
         if knobs_differ:
             ax.legend(fontsize=7)
     method, sparsity = settings.pop()
     fig.suptitle(
-        f"Does CKA-SR act? {method} at {100 * sparsity:g}% sparsity: below 0 on the first two "
-        "panels means the penalty lowered the similarity it penalizes",
+        f"Does CKA-SR act? {subject(runs[0])}, {method} at {100 * sparsity:g}% sparsity: below 0 "
+        "on the first two panels means the penalty lowered the similarity it penalizes",
         fontsize=10,
     )
     return _save(plt, fig, path)
@@ -260,5 +275,9 @@ def write_all(results, summary, directory):
         paths.append(
             magnitude_histograms(same, os.path.join(directory, f"weight_magnitudes_{tag}.png"))
         )
-    paths.append(accuracy_vs_sparsity(summary, os.path.join(directory, "accuracy_vs_sparsity.png")))
+    paths.append(
+        accuracy_vs_sparsity(
+            summary, os.path.join(directory, "accuracy_vs_sparsity.png"), subject(results[0])
+        )
+    )
     return paths
