@@ -64,7 +64,7 @@ def test_histogram_shows_nonzero_weights_and_the_share_of_zeros(figures):
 def test_accuracy_plot_is_in_percent_with_labelled_error_bars_up_to_1(figures):
     ax = figures["accuracy_vs_sparsity.png"].axes[0]
     assert ax.get_ylabel() == "test accuracy (%)" and ax.get_xlim()[1] == 1.0
-    assert "error bars: ± 1 std over seeds" in ax.get_title()
+    assert "(bars: ± 1 std)" in ax.get_title()
     lines = [container.lines[0] for container in ax.containers]
     xs = [tuple(line.get_xdata()) for line in lines]
     assert len(set(xs)) == len(xs) == 4  # offset: no line hides another
@@ -122,3 +122,12 @@ def test_dose_response_refuses_mixed_settings_or_no_baseline():
         plots.dose_response(DOSE + [other], "unused.png")
     with pytest.raises(ValueError, match="beta 0 and at least one beta > 0"):
         plots.dose_response([r for r in DOSE if r["config"]["cka_weight"] > 0], "unused.png")
+
+
+def test_figures_name_the_model_and_the_data_set(tmp_path):
+    run = {**RUNS[0], "config": {**RUNS[0]["config"], "model": "resnet20"}, "dataset": "mnist5k"}
+    assert plots.subject(run) == "resnet20 on mnist5k"
+    path = plots.accuracy_vs_sparsity(
+        report.summarize([run]), tmp_path / "a.png", plots.subject(run)
+    )
+    assert path.exists()
