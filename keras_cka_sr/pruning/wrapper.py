@@ -188,7 +188,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if self.block_size != (1, 1):
             for weight in self.pruned_weights:
                 mask_math.check_block_size(weight.shape, self.block_size, weight.path)
-        self._targets = [_locate(self.layer, w) for w in self.pruned_weights]
+        self._targets = _Untracked([_locate(self.layer, w) for w in self.pruned_weights])
         self.masks, self.thresholds = [], []
         for weight in self.pruned_weights:
             short = weight.path.split("/")[-1]
@@ -415,6 +415,21 @@ def set_global_group(model) -> list:
     for layer in group:
         layer._group.members = tuple(group)
     return group
+
+
+class _Untracked:
+    """A list Keras does not track: the (owner layer, attribute) pairs the wrapper writes to
+    are not state of the wrapper (a tracked list of them made `.keras` saving skip a nested
+    container with a warning)."""
+
+    def __init__(self, items):
+        self._items = list(items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
 
 
 class _Group:
