@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 
-from keras_cka_sr.app import stats
+from keras_cka_sr.app import statistics
 
 
 def rows(runs):
     """One dict per (method, sparsity) of the beta-0 runs: n, mean CKA, its half-width, and
-    the paired difference from dense (a `stats.PairedTest`, None without dense runs)."""
+    the paired difference from dense (a `statistics.PairedTest`, None without dense runs)."""
     base = [r["config"] for r in runs if r["config"]["cka_weight"] == 0]
     ignored = {"method", "sparsity", "seed", "verbose", "cka_weight", "cka_samples", "cka_every"}
     for field in sorted({k for c in base for k in c} - ignored):
@@ -41,11 +41,11 @@ def rows(runs):
         by_setting.items(), key=lambda kv: (kv[0][0] != "dense", kv[0])
     ):
         values = [r["cka_mean"] for r in by_seed.values()]
-        spread = stats.paired_test(values)  # the t-interval of the mean (not a difference)
+        spread = statistics.paired_test(values)  # the t-interval of the mean (not a difference)
         seeds = [s for s in by_seed if s in dense]
         difference = None
         if method != "dense" and seeds:
-            difference = stats.paired_test(
+            difference = statistics.paired_test(
                 [by_seed[s]["cka_mean"] - dense[s]["cka_mean"] for s in seeds]
             )
         table.append(
@@ -64,7 +64,7 @@ def rows(runs):
 def _cell(test):
     if test is None:
         return ""
-    return stats.format_estimate(
+    return statistics.format_estimate(
         test.mean, [test.mean - test.half_width, test.mean + test.half_width], 3
     )
 

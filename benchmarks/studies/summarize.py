@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from keras_cka_sr.app import stats
+from keras_cka_sr.app import statistics
 
 
 def load_runs(paths):
@@ -37,7 +37,7 @@ def load_runs(paths):
 def table(runs, by, metric, paired, treatment=(), primary=None, also=()):
     """One dict per (group, variant): `key`, `variant` (beta, or `(beta, *treatment
     values)`), `n`, `mean`, `std`; with `paired` and beta != 0 also the paired `gain`
-    (a `stats.PairedTest` of metric differences), `cka` (the same for the final mean CKA)
+    (a `statistics.PairedTest` of metric differences), `cka` (the same for the final mean CKA)
     and `holm`: the gain's p-value Holm-adjusted over the table's comparisons, leaving out
     the variant `primary` (a pre-registered test is read unadjusted; its `holm` is None);
     `also` maps each further field to its (mean, max) over the seeds that have it (None when
@@ -72,15 +72,15 @@ def table(runs, by, metric, paired, treatment=(), primary=None, also=()):
             )
             seeds = [s for s in by_seed if s in base]
             if paired and _beta(variant) != 0 and seeds:
-                row["gain"] = stats.paired_test(
+                row["gain"] = statistics.paired_test(
                     [by_seed[s][metric] - base[s][metric] for s in seeds]
                 )
-                row["cka"] = stats.paired_test(
+                row["cka"] = statistics.paired_test(
                     [by_seed[s]["cka_mean"] - base[s]["cka_mean"] for s in seeds]
                 )
             rows.append(row)
     family = [r for r in rows if r["gain"] is not None and r["variant"] != primary]
-    for row, adjusted in zip(family, stats.holm([r["gain"].p for r in family])):
+    for row, adjusted in zip(family, statistics.holm([r["gain"].p for r in family])):
         row["holm"] = adjusted
     return rows
 
@@ -107,7 +107,7 @@ def _interval(test, scale, digits):
     if test is None:
         return ""
     interval = [scale * (test.mean - test.half_width), scale * (test.mean + test.half_width)]
-    return stats.format_estimate(scale * test.mean, interval, digits)
+    return statistics.format_estimate(scale * test.mean, interval, digits)
 
 
 def _mean_max_cell(value):

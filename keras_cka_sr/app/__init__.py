@@ -4,7 +4,7 @@
 resume, the results file), `run_config` (`RunConfig`, one declaration per option),
 `experiment` (one run: plan, train, `RunResult`), `methods` (the training-method
 registry), `datasets`, `zoo` (models with their taps), `recipes` (optimizers, schedules,
-weight decay), `plots`, `report` (statistics and the table) and `builders` (`Registry`:
+weight decay), `plots`, `report` (the table), `statistics` (paired tests, Holm) and `builders` (`Registry`:
 name -> builder, where users add a data set, a model or a method). The library
 (`keras_cka_sr` outside this folder) never imports it.
 """

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_cka_sr.app import stats
+from keras_cka_sr.app import statistics
 
 
 def _pyplot():
@@ -206,8 +206,8 @@ def dose_response(runs, path):
         points = [
             (
                 variant[0],
-                stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in paired]),
-                stats.paired_test(
+                statistics.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in paired]),
+                statistics.paired_test(
                     [100 * (m["test_accuracy"] - b["test_accuracy"]) for m, b in paired]
                 ),
             )

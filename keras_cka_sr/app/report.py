@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from keras_cka_sr.app import stats
+from keras_cka_sr.app import statistics
 from keras_cka_sr.app.run_config import RunConfig
 
 # Fields that change nothing in a run without the penalty (beta 0): a beta-0 run is the
@@ -126,8 +126,8 @@ def _add_paired_deltas(summary):
         ]
         if not pairs:
             continue
-        gain = stats.paired_test([m["test_accuracy"] - b["test_accuracy"] for m, b in pairs])
-        cka_diff = stats.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in pairs])
+        gain = statistics.paired_test([m["test_accuracy"] - b["test_accuracy"] for m, b in pairs])
+        cka_diff = statistics.paired_test([m["cka_mean"] - b["cka_mean"] for m, b in pairs])
         row.update(
             pairs=gain.n,
             gain_mean=gain.mean,
@@ -142,7 +142,7 @@ def _add_paired_deltas(summary):
             ],
         )
         compared.append(row)
-    for row, adjusted in zip(compared, stats.holm([row["gain_p"] for row in compared])):
+    for row, adjusted in zip(compared, statistics.holm([row["gain_p"] for row in compared])):
         row["gain_p_holm"] = adjusted
 
 
@@ -171,10 +171,10 @@ def format_table(summary):
             acc += f" ± {100 * row['test_accuracy_std']:.2f}"
         gain = p = holm = mde = cka_diff = ""
         if "gain_mean" in row:
-            gain = stats.format_estimate(
+            gain = statistics.format_estimate(
                 100 * row["gain_mean"], [100 * v for v in row["gain_ci95"]], 2
             )
-            cka_diff = stats.format_estimate(row["cka_diff_mean"], row["cka_diff_ci95"], 3)
+            cka_diff = statistics.format_estimate(row["cka_diff_mean"], row["cka_diff_ci95"], 3)
             p, holm = _p(row["gain_p"]), _p(row["gain_p_holm"])
             mde = f"{100 * row['gain_mde80']:.2f}" if _finite(row["gain_mde80"]) else ""
         lines.append(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from keras_cka_sr.app import report, stats
+from keras_cka_sr.app import report, statistics
 
 
 def run(beta, seed, accuracy, cka):
@@ -26,7 +26,7 @@ IDLE = [run(1e-4, s, a, c) for s, a, c in [(0, 0.91, 0.97), (1, 0.90, 0.96), (2,
 def test_gain_and_cka_difference_are_paired_by_seed():
     row = report.summarize(BASE + ACTED)[1]
     gains = [0.03, 0.04, 0.02]
-    expected = stats.paired_test(gains)
+    expected = statistics.paired_test(gains)
     assert row["gain_mean"] == pytest.approx(0.03) and row["gain_p"] == pytest.approx(expected.p)
     assert row["gain_ci95"] == pytest.approx(
         [0.03 - expected.half_width, 0.03 + expected.half_width]
@@ -40,7 +40,7 @@ def test_holm_adjusts_over_the_tables_comparisons():
     summary = report.summarize(BASE + ACTED + IDLE)
     compared = [row for row in summary if row["cka_weight"] != 0]
     assert [row["gain_p_holm"] for row in compared] == pytest.approx(
-        stats.holm([row["gain_p"] for row in compared])
+        statistics.holm([row["gain_p"] for row in compared])
     )
 
 
