@@ -308,6 +308,7 @@ class Batches(keras.utils.PyDataset):
         return self.x[part], self.y[part]
 
 
+@pytest.mark.filterwarnings("ignore:`shuffle=True` was passed")
 @pytest.mark.parametrize("source", ["generator", "py_dataset", "tf_data"])
 def test_input_pipelines_give_the_numpy_history(source):
     x, y = data(64)
@@ -371,6 +372,7 @@ print(json.dumps([np.asarray(w).tolist() for w in model.get_weights()]))
 """
 
 
+@pytest.mark.filterwarnings("ignore:Pruning did not reach its target")
 def test_save_mid_training_and_resume_in_a_fresh_process(tmp_path):
     wrapped = pruning.prune_low_magnitude(mlp(), pruning.PolynomialDecay(0.0, 0.8, 0, 8, 1, 2))
     model = attach_cka_loss(wrapped, ["a", "b"], CKASimilarityLoss(weight=1e-2))

@@ -200,6 +200,7 @@ def test_plots_path_is_checked_before_training(no_training, tmp_path):
         cli.main(["train", "--plots", str(blocker / "plots")])
 
 
+@pytest.mark.filterwarnings("ignore:CKA-SR's gradient is")
 @pytest.mark.slow
 @pytest.mark.parametrize("cap", [[], ["--cka-grad-cap", "0.1"]])
 def test_small_dataset_with_a_ragged_last_batch_trains_finite_and_exits_0(tmp_path, cap):
@@ -460,6 +461,7 @@ def test_time_left_reads_as_seconds_minutes_or_hours():
     assert [report.duration(t) for t in (42, 420, 3900)] == ["42s", "7m", "1h05m"]
 
 
+@pytest.mark.filterwarnings("ignore:CKA-SR's gradient is")
 def test_an_unbounded_gradient_ratio_is_printed_not_dropped(monkeypatch, capsys, tmp_path):
     from keras_cka_sr.app import experiment
 

@@ -43,6 +43,7 @@ def test_ragged_last_batch_below_the_minimum_adds_zero_and_training_stays_finite
     assert all(np.isfinite(history["loss"])) and all(np.isfinite(history["cka_sr"]))
 
 
+@pytest.mark.filterwarnings("ignore:CKA-SR added no penalty")
 @pytest.mark.parametrize("eager", [False, True], ids=["compiled", "eager"])
 def test_too_small_batch_has_zero_penalty_gradient(eager):
     """A step on a batch of 2 moves the weights exactly as the task loss alone does."""

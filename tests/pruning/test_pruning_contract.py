@@ -87,6 +87,7 @@ def test_quantized_layer_is_refused():
         pruning.PruneLowMagnitude(dense)
 
 
+@pytest.mark.filterwarnings("ignore:Layer InputLayer does not have a `quantize`")
 def test_quantized_model_is_refused_by_prune_low_magnitude():
     model = keras.Sequential([keras.Input((8,)), L.Dense(4), L.Dense(2)])
     model.quantize("int8")

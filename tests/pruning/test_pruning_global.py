@@ -60,6 +60,7 @@ def test_one_pruning_step_keeps_the_global_top_weights():
     assert sum((m == 0).sum() for m in masks(pruned)) / total == pytest.approx(0.8, abs=1 / total)
 
 
+@pytest.mark.filterwarnings("ignore:Layer 'conv' is pruned to 100%")
 def test_a_compiled_fit_reaches_the_global_top_at_the_target():
     plain = model()
     schedule = pruning.PolynomialDecay(0.2, 0.9, begin_step=0, end_step=6, frequency=2)

@@ -88,6 +88,7 @@ def test_stripped_model_exports_as_saved_model(tmp_path):
     )
 
 
+@pytest.mark.filterwarnings("ignore:Pruning did not reach its target")
 def test_resume_from_keras_file_matches_uninterrupted_training(tmp_path):
     x, y = quadrant_data(n=128)
     schedule = pruning.PolynomialDecay(0.0, 0.8, 0, 12, frequency=2)
@@ -287,6 +288,7 @@ def test_tfmot_custom_training_loop_protocol_and_names(tmp_path):
     assert isinstance(loaded.get_layer("prune_low_magnitude_c2"), pruning.PruneLowMagnitude)
 
 
+@pytest.mark.filterwarnings("ignore:Pruning did not reach its target")
 @pytest.mark.parametrize("run_eagerly", [False, True])
 def test_shared_layer_steps_once_per_train_step(run_eagerly):
     """A pruned layer called twice per forward pass follows train steps, as an unshared

@@ -30,7 +30,7 @@ def compile_(model, lr=0.0):
 
 
 def penalty_on(model, names, loss, x):
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
     return float(ops.convert_to_numpy(loss([ops.convert_to_tensor(f) for f in probe(x)])))
 
 

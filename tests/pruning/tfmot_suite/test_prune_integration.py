@@ -204,7 +204,7 @@ def _is_pruned(model):
 
 def _train_model(model, epochs=1, x_train=None, y_train=None, callbacks=None):
     if x_train is None:
-        x_train = (np.random.rand(20, 10),)
+        x_train = np.random.rand(20, 10)  # tfmot passed a 1-tuple: Keras 3 warns of the structure
     if y_train is None:
         y_train = keras.utils.to_categorical(np.random.randint(5, size=(20, 1)), 5)
 
@@ -241,7 +241,7 @@ def testPrunesZeroSparsity_IsNoOp(params):
     )
     pruned_model = prune.prune_low_magnitude(model2, **params)
 
-    x_train = (np.random.rand(20, 10),)
+    x_train = np.random.rand(20, 10)
     y_train = keras.utils.to_categorical(np.random.randint(5, size=(20, 1)), 5)
 
     _train_model(model, epochs=1, x_train=x_train, y_train=y_train)
@@ -454,6 +454,7 @@ def testMbyNSparsityPruning_SupportedLayers(
     _check_strip_pruning_matches_original(model, sparsity_ratio)
 
 
+@pytest.mark.filterwarnings("ignore:Layer 'subclass_layer'")
 def testSparsityPruningMbyN_SupportedSubclassLayers(params):
     """Check subclass layer that is supported for m by n sparsity."""
     m_by_n = (2, 4)
@@ -702,6 +703,7 @@ def _stop_and_restart(params, tmp_path):
     _check_strip_pruning_matches_original(model, 0.6)
 
 
+@pytest.mark.filterwarnings("ignore:Pruning did not reach its target")
 @pytest.mark.parametrize("save_restore_fn", SAVE_RESTORE)
 def testPruneStopAndRestart_PreservesSparsity(save_restore_fn, params, tmp_path):
     _stop_and_restart(params, tmp_path)

@@ -39,6 +39,7 @@ def get_value(variable):  # keras.backend.get_value
     return int(keras.ops.convert_to_numpy(variable))
 
 
+@pytest.mark.filterwarnings("ignore:Pruning did not reach its target")
 def testUpdatePruningStepsAndLogsSummaries():
     pytest.importorskip("tensorflow")  # TensorBoard summaries
     log_dir = tempfile.mkdtemp()
@@ -97,6 +98,7 @@ def testUpdatePruningStepsAndLogsSummaries_RunInference():
     assert -1 == get_value(pruned_model.layers[1].pruning_step)
 
 
+@pytest.mark.filterwarnings("ignore:PruneLowMagnitude is training without")
 @pytest.mark.xfail(strict=True, reason=DIFFERENCE)
 def testPruneTrainingRaisesError_PruningStepCallbackMissing():
     pruned_model, x_train, y_train = _pruned_model_setup()
@@ -105,6 +107,7 @@ def testPruneTrainingRaisesError_PruningStepCallbackMissing():
         pruned_model.fit(x_train, y_train)
 
 
+@pytest.mark.filterwarnings("ignore:PruneLowMagnitude is training without")
 @pytest.mark.xfail(strict=True, reason=DIFFERENCE)
 def testPruneTrainingLoopRaisesError_PruningStepCallbackMissing_CustomTrainingLoop():
     pruned_model, _, _, x_train, _ = _pruned_model_setup(custom_training_loop=True)
