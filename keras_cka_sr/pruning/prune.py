@@ -198,7 +198,7 @@ def _copy_layer(layer):
         )
         return layer
     build_config = layer.get_build_config() if layer.built else None
-    if build_config:
+    if build_config and not copy.built:  # some layers build in `from_config` (keras_hub's)
         copy.build_from_config(build_config)
     return copy
 
