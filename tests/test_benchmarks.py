@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import keras
+import numpy as np
 import pytest
 
 from tests.support.scripts import ROOT, load_script
@@ -241,3 +242,57 @@ def test_study_summary_also_gives_mean_and_max_of_further_fields(tmp_path, capsy
     base, treated = load_script("benchmarks/studies", "summarize").main(argv)
     assert base["also"] == {"ratio": None} and treated["also"] == {"ratio": (2.0, 3.0)}
     assert "| ratio mean (max) |" in capsys.readouterr().out
+
+
+def _run(beta, seed, accuracy, cka, method="rst", sparsity=0.99, **config):
+    return {
+        "config": dict(
+            method=method,
+            sparsity=sparsity,
+            cka_weight=beta,
+            seed=seed,
+            cka_samples=128,
+            cka_every=1,
+            **config,
+        ),  # fmt: skip
+        "test_accuracy": accuracy,
+        "cka_mean": cka,
+    }
+
+
+def test_mechanism_slope_recovers_a_known_slope_and_pairs_within_each_file(tmp_path):
+    """Two files, each with its own beta 0: gain = -2 x ΔCKA (+ noise by seed) -> a slope near
+    -2 whose seed-bootstrap interval lies below 0."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for index, betas in enumerate(([1e-3, 1e-2], [1e-1])):
+        runs = []
+        for seed in range(8):
+            base_acc, base_cka = 0.9 + 0.01 * rng.normal(), 0.95
+            runs.append(_run(0.0, seed, base_acc, base_cka))
+            for beta in betas:
+                dcka = -10 * beta + 0.002 * rng.normal()
+                runs.append(
+                    _run(beta, seed, base_acc - 2 * dcka + 1e-4 * rng.normal(), base_cka + dcka)
+                )
+        path = tmp_path / f"study{index}.json"
+        path.write_text(json.dumps({"runs": runs}))
+        paths.append(str(path))
+    result = load_script("benchmarks/studies", "mechanism_slope").main(paths)
+    assert result["points"] == 24 and len(result["arms"]) == 3
+    assert result["slope"] == pytest.approx(-2.0, abs=0.05)
+    assert result["ci95_bootstrap_seeds"][1] < 0 and "survives" in result["reading"]
+
+
+def test_cka_vs_sparsity_pairs_with_dense_and_refuses_to_pool_settings(tmp_path, capsys):
+    runs = [_run(0.0, s, 0.9, 0.90 + 0.001 * s, method="dense", sparsity=0.0) for s in range(3)]
+    runs += [_run(0.0, s, 0.9, 0.95 + 0.001 * s) for s in range(3)]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"runs": runs}))
+    script = load_script("benchmarks/studies", "cka_vs_sparsity")
+    dense, rst = script.rows(runs)
+    assert dense["method"] == "dense" and dense["difference"] is None
+    assert rst["difference"].mean == pytest.approx(0.05) and rst["n"] == 3
+    runs.append(_run(0.0, 9, 0.9, 0.9, learning_rate=0.5))
+    with pytest.raises(SystemExit, match="differ in learning_rate"):
+        script.rows(runs)
