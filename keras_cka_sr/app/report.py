@@ -66,9 +66,11 @@ def summarize(results: list[dict]) -> list[dict]:
 
 def _full_setting(run):
     """A run's configuration less its seed, with its data set, subset and backend (when the
-    run records them); fields a run predates count at their defaults; dense runs have
+    run records them); fields a run predates (absent or null) count at their defaults; dense runs have
     sparsity 0 whatever was passed."""
-    config = {**_DEFAULTS, **run["config"]}
+    # A field a run predates counts at its default, whether absent or written as null
+    # (`nesterov` was null in runs from before the recipe had it).
+    config = {**_DEFAULTS, **{k: v for k, v in run["config"].items() if v is not None}}
     setting = {k: v for k, v in config.items() if k not in _NOT_A_SETTING}
     setting.update({n: run[n] for n in _DATA_FIELDS if n in run})
     if setting.get("method") == "dense":
