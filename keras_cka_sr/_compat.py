@@ -190,3 +190,13 @@ def optimizer_slots(optimizer, variable) -> list:
         if slot is not None and tuple(slot.shape) == tuple(variable.shape):
             slots.append(slot)
     return slots
+
+
+def no_autocast():
+    """A context in which variables read at their own dtype, whatever mixed-precision scope
+    encloses it: `AutocastScope(None)` (Keras 3.0+). A layer with `autocast=False` does not
+    always clear the scope: `Layer.__call__` opens one at the layer's compute dtype when
+    none is open yet (seen on JAX under `mixed_bfloat16`)."""
+    from keras.src.backend import AutocastScope
+
+    return AutocastScope(None)

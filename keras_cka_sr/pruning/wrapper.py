@@ -270,7 +270,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 [ops.stop_gradient(ops.convert_to_tensor(m)) for m in self.masks],
             )
 
-        thresholds, new_masks = cond(due, update, keep)
+        with _compat.no_autocast():  # rank the float32 weights, not their bfloat16 copies
+            thresholds, new_masks = cond(due, update, keep)
         for variable, value in zip(self.thresholds, thresholds):
             variable.assign(value)
         for variable, value in zip(self.masks, new_masks):

@@ -50,12 +50,6 @@ def test_global_ranking_is_checked_over_its_layers_together():
     assert messages == [] and max(per_layer) != min(per_layer)
 
 
-@pytest.mark.xfail(
-    keras.backend.backend() == "jax",
-    reason="known: on JAX under mixed_bfloat16 some runs keep 0.1-0.9% more weights than the "
-    "target (cause not found yet; TF and torch rank the float32 variables)",
-    strict=False,
-)
 def test_mixed_precision_masks_rank_the_float32_weights():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
