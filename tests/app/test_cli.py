@@ -398,28 +398,54 @@ def test_batch_size_3_without_cka_sr_is_allowed(no_training):
 
 
 INTERRUPT_ARGS = (
-    "train --dataset digits --model mlp --subset 128 --epochs 30 --method dense "
+    "train --dataset digits --model mlp --subset 128 --epochs 3 --method dense "
     "--seeds 0 1 2 --cka-weight 0 --verbose 0"
 ).split()
+
+# The real main job in a fresh process, except that the run of seed 1 blocks once it has
+# started: a signal sent then lands inside a run on any machine, however fast the runs are.
+_BLOCK_SEED_1 = """
+import sys, time
+from keras_cka_sr.app import cli, experiment
+real_run = experiment.run
+def run(config, data):
+    if config.seed == 1:
+        print("seed 1 blocked", flush=True)
+        time.sleep(600)
+    return real_run(config, data)
+experiment.run = run
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _start_blocked_study(args):
+    """The study's process, returned once the first run is written and the second blocks."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BLOCK_SEED_1, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in process.stdout:
+        if line.startswith("seed 1 blocked"):
+            return process
+    process.kill()
+    raise AssertionError(f"the study ended before its second run: {process.stderr.read()[-2000:]}")
 
 
 @pytest.mark.slow
 def test_sigint_exits_130_and_leaves_valid_results(tmp_path):
     """Ctrl-C during the second run: exit status 130, the first run in a valid file."""
     import signal
-    import subprocess
-    import sys
 
     output = tmp_path / "r.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "keras_cka_sr", *INTERRUPT_ARGS, "--output", str(output)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    process = _start_blocked_study([*INTERRUPT_ARGS, "--output", str(output)])
     try:
-        for line in process.stdout:
-            if "seed=1" in line:  # the second run has started; the first is written
-                break
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
     finally:
@@ -495,25 +521,22 @@ def test_a_killed_study_loses_no_finished_run_and_resume_goes_on(tmp_path):
     import sys
 
     output = tmp_path / "r.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    args = [*INTERRUPT_ARGS[:INTERRUPT_ARGS.index("--epochs") + 1], "3",
-            *INTERRUPT_ARGS[INTERRUPT_ARGS.index("--epochs") + 2:], "--output", str(output)]  # fmt: skip
-    command = [sys.executable, "-m", "keras_cka_sr", *args]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    args = [*INTERRUPT_ARGS, "--output", str(output)]
+    process = _start_blocked_study(args)
     try:
-        for line in process.stdout:
-            if "seed=1" in line:
-                break
         process.send_signal(signal.SIGKILL)
         process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == -signal.SIGKILL
     assert [r["config"]["seed"] for r in json.loads(output.read_text())["runs"]] == [0]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
-        command + ["--resume"], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-m", "keras_cka_sr", *args, "--resume"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "run 1/3: dense sparsity=0.0 beta=0 seed=0: finished in" in done.stdout
