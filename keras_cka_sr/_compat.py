@@ -200,3 +200,41 @@ def no_autocast():
     from keras.src.backend import AutocastScope
 
     return AutocastScope(None)
+
+
+def graph_nodes(model) -> list:
+    """A functional model's call nodes in execution order (inputs first), each with
+    `operation`, `input_tensors`, `outputs` and `arguments`.
+
+    `Function._nodes_by_depth` is how Keras itself re-runs the graph (deepest first); there
+    is no public accessor (Keras 3.0+).
+    """
+    by_depth = model._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def node_scalar_arguments_only(node) -> bool:
+    """True when every non-tensor argument of a Keras op's call node is a Python number,
+    so the op acts on each channel alike (`SymbolicArguments.args/kwargs`, Keras 3.0+)."""
+    import numbers
+
+    values = list(node.arguments.args) + list(node.arguments.kwargs.values())
+    return all(
+        isinstance(v, keras.KerasTensor) or isinstance(v, numbers.Number) or v is None
+        for v in tree.flatten(values)
+    )
+
+
+def call_count(layer) -> int:
+    """How many times `layer` was called on symbolic inputs (`Operation._inbound_nodes`):
+    more than once means its weights are shared between calls (Keras 3.0+)."""
+    return len(layer._inbound_nodes)
+
+
+def trusted_deserialization():
+    """A scope in which `from_config` rebuilds `Lambda` layers holding Python lambdas: for
+    a model's config made in this process (not loaded from a file), which safe mode guards
+    against (`serialization_lib.SafeModeScope`, Keras 3.0+)."""
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(safe_mode=False)

@@ -1,9 +1,9 @@
 """Every public class and function of `keras_cka_sr`, `keras_cka_sr.cka`,
-`keras_cka_sr.pruning` and `keras_cka_sr.sparse` has an `Examples:` section, and each runs
+`keras_cka_sr.pruning`, `keras_cka_sr.sparse` and `keras_cka_sr.structured` has an `Examples:` section, and each runs
 (doctest, on the backend of this session) with the output it shows.
 
 The examples assume `import keras, numpy as np, keras_cka_sr` and
-`from keras_cka_sr import cka, pruning, sparse`, as the API page says."""
+`from keras_cka_sr import cka, pruning, sparse, structured`, as the API page says."""
 
 import doctest
 import inspect
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import keras_cka_sr
-from keras_cka_sr import cka, pruning, sparse
+from keras_cka_sr import cka, pruning, sparse, structured
 
-MODULES = (keras_cka_sr, cka, pruning, sparse)
+MODULES = (keras_cka_sr, cka, pruning, sparse, structured)
 
 
 def _public(module):
@@ -45,7 +45,7 @@ def test_every_public_name_has_an_example():
 @pytest.mark.parametrize("name", sorted(PUBLIC))
 def test_example_runs(name):
     globs = dict(keras=keras, np=np, keras_cka_sr=keras_cka_sr, cka=cka, pruning=pruning,
-                 sparse=sparse)  # fmt: skip
+                 sparse=sparse, structured=structured)  # fmt: skip
     keras.utils.set_random_seed(0)
     finder = doctest.DocTestFinder(recurse=False)
     [test] = finder.find(PUBLIC[name], name, globs=globs)
