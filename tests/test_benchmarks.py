@@ -296,3 +296,34 @@ def test_cka_vs_sparsity_pairs_with_dense_and_refuses_to_pool_settings(tmp_path,
     runs.append(_run(0.0, 9, 0.9, 0.9, learning_rate=0.5))
     with pytest.raises(SystemExit, match="differ in learning_rate"):
         script.rows(runs)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the script converts with TensorFlow and runs JAX and torch in child processes",
+)
+def test_structured_inference_times_every_variant_on_every_runtime(tmp_path):
+    argv = ["--models", "resnet20_mnist", "--fractions", "0.5", "--invokes", "1", "--rounds",
+            "1", "--warmup", "1", "--no-torch-pruning", "--json", str(tmp_path / "r.json")]  # fmt: skip
+    (result,) = load("structured_inference").main(argv)["results"]
+    assert set(result["latency"]) == {
+        "tflite_xnnpack_1_threads", "tflite_xnnpack_2_threads", "jax_jit_cpu", "torch_eager_cpu"
+    }  # fmt: skip
+    for runtime in result["latency"].values():
+        assert set(runtime) == {"dense", "0.5_flops_removed"}
+        assert runtime["dense"]["ratio_to_dense"] == 1.0 and runtime["0.5_flops_removed"]["ms"] > 0
+    assert abs(result["flops_removed"]["0.5_flops_removed"] - 0.5) < 0.05
+    assert result["macs"]["0.5_flops_removed"] < result["macs"]["dense"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="Torch-Pruning prunes torch models")
+def test_torch_pruning_side_prunes_the_same_resnet_to_half_its_macs():
+    pytest.importorskip("torch_pruning")
+    side = load("structured_inference").torch_pruning_child(invokes=1, warmup=0, rounds=1)
+    for who in ("torch_pruning", "keras_cka_sr"):
+        before, after = side[who]["macs"]
+        assert 0.45 <= 1 - after / before <= 0.55, (who, before, after)
+    # the same architecture: parameters within 1% (BatchNorm counted alike)
+    ours, theirs = side["keras_cka_sr"]["params"][0], side["torch_pruning"]["params"][0]
+    assert abs(ours - theirs) / theirs < 0.01
