@@ -225,12 +225,6 @@ def node_scalar_arguments_only(node) -> bool:
     )
 
 
-def call_count(layer) -> int:
-    """How many times `layer` was called on symbolic inputs (`Operation._inbound_nodes`):
-    more than once means its weights are shared between calls (Keras 3.0+)."""
-    return len(layer._inbound_nodes)
-
-
 def trusted_deserialization():
     """A scope in which `from_config` rebuilds `Lambda` layers holding Python lambdas: for
     a model's config made in this process (not loaded from a file), which safe mode guards

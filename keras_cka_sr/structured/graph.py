@@ -10,6 +10,7 @@ is a barrier: the channels it reads are kept, and the report names it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 
@@ -260,7 +261,11 @@ class DependencyGraph:
         if isinstance(model, keras.Sequential):
             return self._trace_sequential(model, prefix, in_maps, in_tensors)
         maps = {id(t): m for t, m in zip(model.inputs, in_maps)}
-        for node in _compat.graph_nodes(model):
+        nodes = _compat.graph_nodes(model)
+        # Calls within this graph: other graphs built on the same layers (a feature model, a
+        # CKA-SR copy) add nodes to a layer without sharing it here.
+        calls = collections.Counter(id(node.operation) for node in nodes)
+        for node in nodes:
             op = node.operation
             if isinstance(op, keras.layers.InputLayer):
                 continue
@@ -268,25 +273,28 @@ class DependencyGraph:
             ins = [maps[id(t)] for t in node.input_tensors]
             shapes_in = [tuple(t.shape) for t in node.input_tensors]
             shapes_out = [tuple(t.shape) for t in node.outputs]
-            outs = self._layer(op, path, ins, shapes_in, shapes_out, node)
+            outs = self._layer(op, path, ins, shapes_in, shapes_out, node, calls[id(op)])
             for tensor, channel_map in zip(node.outputs, outs):
                 maps[id(tensor)] = channel_map
         return [maps[id(t)] for t in model.outputs]
 
     def _trace_sequential(self, model, prefix, in_maps, in_tensors) -> list[ChannelMap]:
         maps, shapes = in_maps, [tuple(t.shape) for t in in_tensors]
+        calls = collections.Counter(id(layer) for layer in model.layers)
         for layer in model.layers:
             out_shape = layer.compute_output_shape(shapes[0])
             out_shapes = [tuple(out_shape)]
-            maps = self._layer(layer, prefix + layer.name, maps, shapes, out_shapes, None)
+            maps = self._layer(
+                layer, prefix + layer.name, maps, shapes, out_shapes, None, calls[id(layer)]
+            )
             shapes = out_shapes
         return maps
 
-    def _layer(self, layer, path, ins, shapes_in, shapes_out, node) -> list[ChannelMap]:
+    def _layer(self, layer, path, ins, shapes_in, shapes_out, node, calls) -> list[ChannelMap]:
         if _compat.is_graph_model(layer):
             inner = [keras.KerasTensor(s) for s in shapes_in]
             return self._trace_model(layer, path + "/", ins, inner)
-        if isinstance(layer, keras.layers.Layer) and _compat.call_count(layer) > 1:
+        if calls > 1:
             return self._barrier(layer, path, ins, shapes_out, "called more than once (shared)")
         if not isinstance(layer, keras.layers.Layer):
             return self._op(layer, path, ins, shapes_in, shapes_out, node)
@@ -344,7 +352,9 @@ class DependencyGraph:
         return self._barrier(layer, path, ins, shapes_out, reason)
 
     def _barrier(self, layer, path, ins, shapes_out, reason) -> list[ChannelMap]:
-        self.barriers.append(Barrier(path, type(layer).__name__, reason))
+        barrier = Barrier(path, type(layer).__name__, reason)
+        if barrier not in self.barriers:  # a shared layer: one entry for all its calls
+            self.barriers.append(barrier)
         for channel_map in ins:
             self._keep_map(channel_map, f"read by {path} ({type(layer).__name__}): {reason}")
         if not _counted_anyway(layer):

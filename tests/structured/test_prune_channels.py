@@ -340,3 +340,22 @@ def test_unknown_spatial_size_refuses_a_flops_target_but_prunes_channels():
         structured.prune_channels(model, 0.5)
     _, report = structured.prune_channels(model, 0.5, target="channels")
     assert report.macs_before is None and report.channels_removed == 0.5
+
+
+def test_a_layer_called_twice_in_the_graph_is_shared_and_kept():
+    inp = keras.Input((6,))
+    shared = keras.layers.Dense(6, name="shared")
+    h = shared(shared(inp))
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.Dense(8, name="a")(h)))
+    graph = structured.DependencyGraph(model)
+    assert [b.reason for b in graph.barriers] == ["called more than once (shared)"]
+
+
+def test_graphs_built_elsewhere_on_the_same_layers_do_not_make_them_shared():
+    from keras_cka_sr import feature_model
+
+    model = _residual_model()
+    feature_model(model, ["c1", "c2"])  # new nodes on the model's layers, in another graph
+    model.compile("sgd", "mse")
+    model.fit(_x((8, 8, 3)), np.zeros((4, 3)), epochs=1, verbose=0)
+    assert structured.DependencyGraph(model).barriers == []
