@@ -95,6 +95,9 @@ class RunResult:
     cka_layers: list
     magnitude_histogram: dict
     sparsity_summary: dict  # pruning.sparsity_summary(final model).to_dict()
+    # method channels: MACs, params and batch-1 latency (ms) of the trained dense model and
+    # of the final one, [dense, final]; sparsity is then the fraction of FLOPs removed
+    structure: dict | None
     history: dict
     finite: bool
     seconds: float
@@ -120,7 +123,7 @@ def run(config: RunConfig, data) -> RunResult:
     """
     start = time.time()
     with _distribution_scope(config.distribute):
-        model, monitor, history, best = _train(config, data)
+        model, monitor, history, best, dense = _train(config, data)
     final = _plain_copy(model)
     _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
     test_accuracy_best_val = math.nan
@@ -132,6 +135,7 @@ def run(config: RunConfig, data) -> RunResult:
         )
         model.set_weights(final_weights)
     kernels = sparse.kernel_stats(final)
+    structure = _structure(dense, final, data) if config.method == "channels" else None
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
     finite = (
@@ -143,7 +147,7 @@ def run(config: RunConfig, data) -> RunResult:
         config=dataclasses.asdict(config),
         test_accuracy=float(test_accuracy),
         val_accuracy=history.get("val_accuracy", [math.nan])[-1],
-        sparsity=kernels["sparsity"],
+        sparsity=structure["flops_removed"] if structure else kernels["sparsity"],
         small_weight_share=kernels["small_weight_share"],
         cka_mean=monitor.mean_within_groups(matrix),
         best_val_epoch=best.epoch,
@@ -155,6 +159,7 @@ def run(config: RunConfig, data) -> RunResult:
         cka_layers=monitor.names,
         magnitude_histogram=_log_histogram(kernels["magnitudes"]),
         sparsity_summary=pruning.sparsity_summary(final).to_dict(),
+        structure=structure,
         history=history,
         finite=finite,
         seconds=time.time() - start,
@@ -167,6 +172,31 @@ def _largest(values):
     kept: the task's gradient was 0 on some kernel. NaN when nothing is left."""
     kept = [v for v in values if not math.isnan(v)]
     return max(kept) if kept else math.nan
+
+
+def _structure(dense, final, data, calls=30) -> dict:
+    """MACs, parameters and batch-1 inference latency of the dense and the final model
+    (`predict_on_batch`, median of `calls` interleaved calls after warm-up)."""
+    from keras_cka_sr import structured
+
+    x = data.x_test[:1]
+    seconds = {"dense": [], "final": []}
+    models = {"dense": dense, "final": final}
+    for model in models.values():
+        for _ in range(3):
+            model.predict_on_batch(x)
+    for _ in range(calls):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.predict_on_batch(x)
+            seconds[name].append(time.perf_counter() - start)
+    macs = [structured.count_macs(dense), structured.count_macs(final)]
+    return {
+        "macs": macs,
+        "params": [dense.count_params(), final.count_params()],
+        "latency_ms": [1e3 * float(np.median(seconds[name])) for name in models],
+        "flops_removed": 1.0 - macs[1] / macs[0],
+    }
 
 
 def _plain_copy(model):
@@ -293,7 +323,7 @@ def _train(config, data):
             history.setdefault(key, []).extend(float(v) for v in values)
 
     model = TRAINING_METHODS.get(config.method)(config, data, built.base, train)
-    return model, monitor, history, best
+    return model, monitor, history, best, built.base
 
 
 def _cka_loss(config):

@@ -77,6 +77,31 @@ def _oneshot(config, data, base, train):
     return model
 
 
+@TRAINING_METHODS.register("channels")
+def _channels(config, data, base, train):
+    """Channel pruning to a smaller dense model: dense training for half the epochs, then
+    `prune_steps` steps, each removing channels (L1 norm; every layer alike, or one global
+    ranking with allocation "global") until `sparsity` x i / prune_steps of the original
+    FLOPs are gone, and fine-tuning the rest of the epochs shared out."""
+    from keras_cka_sr import structured
+
+    dense_epochs = config.epochs // 2
+    train(base, dense_epochs)
+    scope = "global" if config.allocation == "global" else "layer"
+    original = structured.count_macs(base)
+    model, epoch = base, dense_epochs
+    share, extra = divmod(config.epochs - dense_epochs, config.prune_steps)
+    for step in range(1, config.prune_steps + 1):
+        goal = (1.0 - config.sparsity * step / config.prune_steps) * original
+        fraction = 1.0 - goal / structured.count_macs(model)
+        if fraction > 0:
+            model, _ = structured.prune_channels(model, fraction, scope=scope)
+        epochs = share + (1 if step <= extra else 0)
+        train(model, epochs, initial_epoch=epoch)
+        epoch += epochs
+    return model
+
+
 def _at_initialization(method):
     def build(config, data, base, train):
         from keras_cka_sr import sparse

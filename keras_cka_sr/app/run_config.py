@@ -19,7 +19,7 @@ DISTRIBUTE = ("none", "mirrored", "data-parallel")
 UNBIASED_MIN_SAMPLES = 4
 # "default" and `keras_cka_sr.sparse.ALLOCATIONS` (equal by a test, for the same reason).
 ALLOCATIONS = ("default", "global", "uniform", "erk")
-_MAGNITUDE_RANKED = ("gmp", "oneshot")
+_MAGNITUDE_RANKED = ("gmp", "oneshot", "channels")
 _MAGNITUDE_ALLOCATIONS = ("default", "uniform", "global")
 
 
@@ -50,7 +50,8 @@ class RunConfig:
     )
     sparsity: float = option(
         0.95,
-        "target sparsity (or sparsities), in (0, 1); dense runs ignore it",
+        "target sparsity (or sparsities), in (0, 1); for channels the fraction of FLOPs "
+        "removed; dense runs ignore it",
         parse=floats(0.0, 1.0, min_inclusive=False, max_inclusive=False),
         grid=True,
         cli_default=[0.95],
@@ -120,6 +121,12 @@ class RunConfig:
         "set, rigl: share of active weights updated at first (cosine decay to 0 at 75%)",
         check=floats(0.0, 1.0, min_inclusive=False),
     )
+    prune_steps: int = option(
+        3,
+        "channels: remove channels in this many steps after the dense half of the epochs, "
+        "fine-tuning between them (the rest of the epochs, shared out)",
+        check=ints(1),
+    )
     lth_rounds: int = option(
         3, "lth: pruning rounds (each trains --epochs epochs; one dense round first)", check=ints(1)
     )
@@ -166,6 +173,13 @@ class RunConfig:
                 max_inclusive=False,
             )
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
+        if self.method == "channels" and self.epochs - self.epochs // 2 < self.prune_steps:
+            raise ValueError(
+                f"epochs={self.epochs} leaves {self.epochs - self.epochs // 2} fine-tuning "
+                f"epochs for prune_steps={self.prune_steps} (method 'channels' trains dense "
+                f"for half the epochs, then prunes and fine-tunes at least one epoch per "
+                f"step): use --epochs {2 * self.prune_steps} or more, or fewer --prune-steps."
+            )
         if self.method in _MAGNITUDE_RANKED and self.allocation not in _MAGNITUDE_ALLOCATIONS:
             raise ValueError(
                 f"allocation={self.allocation!r} does not apply to method {self.method!r}: "
@@ -178,8 +192,8 @@ class RunConfig:
                 + (
                     "a dense run prunes nothing."
                     if self.method == "dense"
-                    else "magnitude pruning gives every layer the same schedule (or one "
-                    "global ranking). Use a method with layer-wise densities (rst, snip, grasp, "
+                    else "it ranks every layer alike (or all layers in one global "
+                    "ranking). Use a method with layer-wise densities (rst, snip, grasp, "
                     "synflow, set, rigl, lth), or leave the flag off."
                 )
             )

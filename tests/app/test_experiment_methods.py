@@ -28,6 +28,7 @@ def config(method, **overrides):
         synflow_rounds=5,
         dst_every=2,
         lth_rounds=1,
+        prune_steps=1,
     )
     values.update(overrides)
     return run_config.RunConfig(**values)
@@ -37,7 +38,8 @@ def config(method, **overrides):
 def test_every_method_reaches_its_sparsity(method, digits):
     result = experiment.run(config(method), digits)
     expected = 0.0 if method == "dense" else 0.9
-    assert result.sparsity == pytest.approx(expected, abs=2e-3)
+    # channels: the fraction of FLOPs removed, in whole channels
+    assert result.sparsity == pytest.approx(expected, abs=1e-2 if method == "channels" else 2e-3)
     assert result.finite and 0.0 <= result.test_accuracy <= 1.0
     assert "model" not in result.to_dict() and isinstance(result.model, keras.Model)
 
@@ -51,6 +53,23 @@ def test_methods_compose_with_cka_sr_and_the_paper_recipe(method, digits):
     assert result.sparsity == pytest.approx(0.9, abs=2e-3)
     assert result.finite and result.history["cka_sr"][0] > 0
     assert math.isfinite(result.cka_grad_ratio_max)
+
+
+def test_channels_prunes_in_steps_to_a_smaller_faster_model(digits):
+    result = experiment.run(config("channels", sparsity=0.5, epochs=4, prune_steps=2), digits)
+    structure = result.structure
+    assert structure["params"][1] < structure["params"][0]
+    assert structure["flops_removed"] == result.sparsity == pytest.approx(0.5, abs=1e-2)
+    assert structure["macs"][1] == pytest.approx(0.5 * structure["macs"][0], rel=0.02)
+    assert all(ms > 0 for ms in structure["latency_ms"])
+    assert len(result.history["loss"]) == 4  # 2 dense epochs, then 1 after each step
+    widths = [layer.units for layer in result.model.layers if hasattr(layer, "units")]
+    assert widths[-1] == 10 and max(widths[:-1]) < 300
+
+
+def test_channels_needs_an_epoch_per_prune_step():
+    with pytest.raises(ValueError, match="leaves 2 fine-tuning epochs for prune_steps=3"):
+        config("channels", epochs=4, prune_steps=3)
 
 
 def test_weight_decay_is_pytorchs_coupled_l2():
