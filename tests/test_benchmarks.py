@@ -203,7 +203,13 @@ def test_gpu_script_cpu_smoke_without_tensorflow(tmp_path):
     payload = json.loads((out / "gpu.json").read_text())
     parts = payload["parts"]
     assert done.returncode == 0, {name: part["status"] for name, part in parts.items()}
-    assert set(parts) == {"overhead_b128", "host_sync", "cka_kernel", "train_jax", "train_torch"}
+    assert set(parts) == {
+        "overhead_b128", "host_sync", "cka_kernel", "train_jax", "train_torch", "channel_latency"
+    }  # fmt: skip
+    latency = parts["channel_latency"]["figures"]["rows"]
+    assert [r["variant"] for r in latency] == ["dense", "0.5"] and latency[1]["macs"] < latency[0][
+        "macs"
+    ]
     guard = parts["host_sync"]["figures"]["transfer_guard"]
     assert guard["guard_is_live"] and not guard["pruned_cka_sr"]["host_transfer_in_step"]
     assert {r["dtype"] for r in parts["cka_kernel"]["figures"]["rows"]} == {"float32", "bfloat16"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU run: CKA-SR and pruning on the device machine's JAX (and torch), in
-# about 7 minutes, each part under its own time limit so that one failure cannot eat the
+# about 8 minutes, each part under its own time limit so that one failure cannot eat the
 # budget. Writes gpu.json (every part's figures, exit status and seconds) and log.txt to
 # the output folder ($OUT on the device machine). See benchmarks/gpu/README.md.
 #
@@ -81,6 +81,8 @@ if [ "$smoke" = 1 ]; then
         --width 16 --train-samples 128 --no-baseline
     part train_torch 180 python3 benchmarks/gpu/train_mnist.py --backend torch --epochs 1 \
         --width 16 --train-samples 128 --no-baseline
+    part channel_latency 120 python3 benchmarks/gpu/channel_latency.py --backend jax \
+        --models resnet20 --batch-sizes 2 --fractions 0.5 --steps 2 --warmup 1 --rounds 1
 else
     overhead=(--depth 32 --steps 10 --warmup 3 --rounds 3)
     part overhead_b128 80 python3 benchmarks/cka_overhead.py --backend jax "${overhead[@]}" \
@@ -93,6 +95,7 @@ else
     part overhead_b512 80 python3 benchmarks/cka_overhead.py --backend jax "${overhead[@]}" \
         --batch-size 512 --settings 8:5,all:1 --prune 0.9
     part train_torch 70 python3 benchmarks/gpu/train_mnist.py --backend torch --epochs 10
+    part channel_latency 60 python3 benchmarks/gpu/channel_latency.py --backend jax
 fi
 
 python3 benchmarks/gpu/merge.py "$parts" "$out/gpu.json" "$smoke" 2>&1 | tee -a "$log"
