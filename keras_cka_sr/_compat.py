@@ -232,3 +232,10 @@ def trusted_deserialization():
     from keras.src.saving.serialization_lib import SafeModeScope
 
     return SafeModeScope(safe_mode=False)
+
+
+def producer_node(tensor):
+    """The call node that made a symbolic tensor (`KerasTensor._keras_history`, then the
+    operation's `_inbound_nodes`; Keras 3.0+)."""
+    operation, node_index, _ = tensor._keras_history
+    return operation._inbound_nodes[node_index]
