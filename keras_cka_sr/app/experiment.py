@@ -61,6 +61,14 @@ def plan(config: RunConfig, data) -> Plan:
         raise ValueError(
             f"lth_rewind={config.lth_rewind} is past the {steps * config.epochs} steps of a round."
         )
+    if config.method == "blocks":
+        from keras_cka_sr import structured
+
+        if not structured.residual_blocks(base):
+            raise ValueError(
+                f"method 'blocks' removes identity-shortcut residual blocks, and model "
+                f"{config.model!r} has none: use resnet20 or resnet32."
+            )
     if config.keep_first_last_dense and config.method != "dense":
         shapes = [k.variable.shape for k in pruning.registry.prunable_kernels(base)]
         sparse.layer_densities(shapes, config.sparsity, "uniform", sorted({0, len(shapes) - 1}))
@@ -95,8 +103,9 @@ class RunResult:
     cka_layers: list
     magnitude_histogram: dict
     sparsity_summary: dict  # pruning.sparsity_summary(final model).to_dict()
-    # method channels: MACs, params and batch-1 latency (ms) of the trained dense model and
-    # of the final one, [dense, final]; sparsity is then the fraction of FLOPs removed
+    # methods channels, blocks: MACs, params and batch-1 latency (ms) of the trained dense
+    # model and of the final one, [dense, final], and the method's details (blocks: the
+    # scores and removed blocks of each step); sparsity is then the fraction of FLOPs removed
     structure: dict | None
     history: dict
     finite: bool
@@ -123,7 +132,7 @@ def run(config: RunConfig, data) -> RunResult:
     """
     start = time.time()
     with _distribution_scope(config.distribute):
-        model, monitor, history, best, dense = _train(config, data)
+        model, monitor, history, best, dense, details = _train(config, data)
     final = _plain_copy(model)
     _, test_accuracy = final.evaluate(data.x_test, data.y_test, verbose=0, batch_size=256)
     test_accuracy_best_val = math.nan
@@ -135,7 +144,9 @@ def run(config: RunConfig, data) -> RunResult:
         )
         model.set_weights(final_weights)
     kernels = sparse.kernel_stats(final)
-    structure = _structure(dense, final, data) if config.method == "channels" else None
+    structure = None
+    if config.method in ("channels", "blocks"):
+        structure = {**_structure(dense, final, data), **details}
     matrix = monitor.matrix(final)
     losses = history.get("loss", [])
     finite = (
@@ -323,7 +334,8 @@ def _train(config, data):
             history.setdefault(key, []).extend(float(v) for v in values)
 
     model = TRAINING_METHODS.get(config.method)(config, data, built.base, train)
-    return model, monitor, history, best, built.base
+    model, details = model if isinstance(model, tuple) else (model, {})
+    return model, monitor, history, best, built.base, details
 
 
 def _cka_loss(config):

@@ -1,7 +1,8 @@
 """The main job's sparse training methods: a registry, name -> method, like
 `datasets.DATASETS` and `zoo.MODELS`.
 
-A method is `method(config, data, base_model, train) -> the trained model`, where
+A method is `method(config, data, base_model, train) -> the trained model` (or `(model,
+details)`, details a JSON-ready dict the run's result keeps as `structure`), where
 `train(model, epochs, initial_epoch=0, callbacks=())` compiles a fresh optimizer and fits
 (with CKA-SR when `config.cka_weight > 0`; see `experiment.run`). Adding one is one function
 and one decorator::
@@ -100,6 +101,53 @@ def _channels(config, data, base, train):
         train(model, epochs, initial_epoch=epoch)
         epoch += epochs
     return model
+
+
+@TRAINING_METHODS.register("blocks")
+def _blocks(config, data, base, train):
+    """Residual-block removal: dense training for half the epochs, then `prune_steps` steps,
+    each removing the most identity-like identity-shortcut blocks (by `block_criterion`,
+    scored on the validation probe) until `sparsity` x i / prune_steps of the original FLOPs
+    are gone, and fine-tuning the rest of the epochs shared out. Each step's scores, removed
+    blocks and validation accuracy right after the removal (before fine-tuning) are kept."""
+    import numpy as np
+
+    from keras_cka_sr import structured
+
+    dense_epochs = config.epochs // 2
+    train(base, dense_epochs)
+    original = structured.count_macs(base)
+    probe = data.x_val[: min(config.probe_size, len(data.x_val))]
+    rng = np.random.default_rng(config.seed)
+    model, epoch, steps = base, dense_epochs, []
+    share, extra = divmod(config.epochs - dense_epochs, config.prune_steps)
+    for step in range(1, config.prune_steps + 1):
+        goal = (1.0 - config.sparsity * step / config.prune_steps) * original
+        order, scores = _block_order(model, probe, config.block_criterion, rng)
+        removed = []
+        while order and structured.count_macs(model) > goal:
+            removed.append(order.pop(0))
+            model = structured.remove_blocks(model, [removed[-1]])
+        predicted = np.argmax(model.predict(data.x_val, batch_size=256, verbose=0), axis=-1)
+        before = float(np.mean(predicted == data.y_val))
+        steps.append({"scores": scores, "removed": removed, "val_accuracy_removed": before})
+        epochs = share + (1 if step <= extra else 0)
+        train(model, epochs, initial_epoch=epoch)
+        epoch += epochs
+    return model, {"block_steps": steps}
+
+
+def _block_order(model, probe, criterion, rng):
+    """The model's removable blocks, the first to go first, and their scores."""
+    from keras_cka_sr import structured
+
+    if criterion == "random":
+        names = [b.add for b in structured.residual_blocks(model)]
+        return [names[k] for k in rng.permutation(len(names))], {}
+    scores = structured.block_scores(model, probe, criterion)
+    most_identity_first = criterion == "cka"
+    order = sorted(scores, key=lambda name: -scores[name] if most_identity_first else scores[name])
+    return order, scores
 
 
 def _at_initialization(method):

@@ -153,7 +153,7 @@ test acc % = mean ± std over seeds (no spread for one seed); gain, ΔCKA = pair
 beta 0: mean [95% t-interval]; p = paired t-test; Holm = p adjusted over this table's
 comparisons; MDE = the true gain these seeds detect 80% of the time; CKA = final mean
 within-stage CKA of the tapped layers (validation probe, inference mode); sparsity = achieved
-(method channels: the fraction of FLOPs removed); |w|<1e-3 = share of weights below 1e-3
+(methods channels, blocks: the fraction of FLOPs removed); |w|<1e-3 = share of weights below 1e-3
 (zeros included)."""
 
 

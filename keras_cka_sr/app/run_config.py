@@ -21,6 +21,8 @@ UNBIASED_MIN_SAMPLES = 4
 ALLOCATIONS = ("default", "global", "uniform", "erk")
 _MAGNITUDE_RANKED = ("gmp", "oneshot", "channels")
 _MAGNITUDE_ALLOCATIONS = ("default", "uniform", "global")
+BLOCK_CRITERIA = ("cka", "angular", "l1", "random")  # structured.blocks.CRITERIA + random
+_STRUCTURED = ("channels", "blocks")
 
 
 def _model_names():
@@ -50,8 +52,8 @@ class RunConfig:
     )
     sparsity: float = option(
         0.95,
-        "target sparsity (or sparsities), in (0, 1); for channels the fraction of FLOPs "
-        "removed; dense runs ignore it",
+        "target sparsity (or sparsities), in (0, 1); for channels and blocks the fraction "
+        "of FLOPs removed; dense runs ignore it",
         parse=floats(0.0, 1.0, min_inclusive=False, max_inclusive=False),
         grid=True,
         cli_default=[0.95],
@@ -123,9 +125,18 @@ class RunConfig:
     )
     prune_steps: int = option(
         3,
-        "channels: remove channels in this many steps after the dense half of the epochs, "
-        "fine-tuning between them (the rest of the epochs, shared out)",
+        "channels, blocks: remove channels (blocks) in this many steps after the dense half "
+        "of the epochs, fine-tuning between them (the rest of the epochs, shared out)",
         check=ints(1),
+    )
+    block_criterion: str = option(
+        "cka",
+        "blocks: which residual blocks go first: cka (highest CKA between a block's input "
+        "and output on the probe), angular (smallest angular distance), l1 (smallest summed "
+        "|w| of the residual branch), random; one run per criterion",
+        choices=BLOCK_CRITERIA,
+        grid=True,
+        cli_default=["cka"],
     )
     lth_rounds: int = option(
         3, "lth: pruning rounds (each trains --epochs epochs; one dense round first)", check=ints(1)
@@ -173,10 +184,10 @@ class RunConfig:
                 max_inclusive=False,
             )
         self.epochs = check_int("epochs", self.epochs, 2 if self.method == "oneshot" else 1)
-        if self.method == "channels" and self.epochs - self.epochs // 2 < self.prune_steps:
+        if self.method in _STRUCTURED and self.epochs - self.epochs // 2 < self.prune_steps:
             raise ValueError(
                 f"epochs={self.epochs} leaves {self.epochs - self.epochs // 2} fine-tuning "
-                f"epochs for prune_steps={self.prune_steps} (method 'channels' trains dense "
+                f"epochs for prune_steps={self.prune_steps} (method {self.method!r} trains dense "
                 f"for half the epochs, then prunes and fine-tunes at least one epoch per "
                 f"step): use --epochs {2 * self.prune_steps} or more, or fewer --prune-steps."
             )
@@ -186,15 +197,17 @@ class RunConfig:
                 "magnitude pruning ranks each layer on its own (default, uniform) or all "
                 "layers together (global)."
             )
-        if self.keep_first_last_dense and self.method in ("dense",) + _MAGNITUDE_RANKED:
+        if self.keep_first_last_dense and self.method in ("dense", "blocks") + _MAGNITUDE_RANKED:
             raise ValueError(
                 f"keep_first_last_dense does not apply to method {self.method!r}: "
-                + (
-                    "a dense run prunes nothing."
-                    if self.method == "dense"
-                    else "it ranks every layer alike (or all layers in one global "
-                    "ranking). Use a method with layer-wise densities (rst, snip, grasp, "
-                    "synflow, set, rigl, lth), or leave the flag off."
+                + {
+                    "dense": "a dense run prunes nothing.",
+                    "blocks": "it removes whole residual blocks, not weights.",
+                }.get(
+                    self.method,
+                    "it ranks every layer alike (or all layers in one global ranking). Use a "
+                    "method with layer-wise densities (rst, snip, grasp, synflow, set, rigl, "
+                    "lth), or leave the flag off.",
                 )
             )
         needed = UNBIASED_MIN_SAMPLES

@@ -25,7 +25,16 @@ CRITERIA = ("cka", "angular", "l1")
 @dataclasses.dataclass(frozen=True)
 class ResidualBlock:
     """An identity-shortcut residual block: the `Add` that closes it, the index of its skip
-    input, and the layers of its residual branch (input side first)."""
+    input, and the layers of its residual branch (input side first).
+
+    Examples:
+        >>> inp = keras.Input((6,))
+        >>> h = keras.layers.Dense(6, name="branch")(inp)
+        >>> model = keras.Model(inp, keras.layers.Add(name="add")([h, inp]))
+        >>> (block,) = structured.residual_blocks(model)
+        >>> block.add, block.skip_index, block.branch
+        ('add', 1, ('branch',))
+    """
 
     add: str
     skip_index: int

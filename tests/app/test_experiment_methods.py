@@ -34,7 +34,9 @@ def config(method, **overrides):
     return run_config.RunConfig(**values)
 
 
-@pytest.mark.parametrize("method", methods.TRAINING_METHODS.names())
+@pytest.mark.parametrize(
+    "method", [m for m in methods.TRAINING_METHODS.names() if m != "blocks"]
+)  # blocks: a ResNet's, below
 def test_every_method_reaches_its_sparsity(method, digits):
     result = experiment.run(config(method), digits)
     expected = 0.0 if method == "dense" else 0.9
@@ -65,6 +67,27 @@ def test_channels_prunes_in_steps_to_a_smaller_faster_model(digits):
     assert len(result.history["loss"]) == 4  # 2 dense epochs, then 1 after each step
     widths = [layer.units for layer in result.model.layers if hasattr(layer, "units")]
     assert widths[-1] == 10 and max(widths[:-1]) < 300
+
+
+@pytest.mark.parametrize("criterion", ["cka", "random"])
+def test_blocks_removes_residual_blocks_to_its_flops_target(digits, criterion):
+    result = experiment.run(
+        config("blocks", model="resnet20", sparsity=0.3, epochs=2, block_criterion=criterion),
+        digits,
+    )
+    structure = result.structure
+    (step,) = structure["block_steps"]
+    assert step["removed"] and result.sparsity == structure["flops_removed"] >= 0.3
+    assert 0.0 <= step["val_accuracy_removed"] <= 1.0
+    if criterion == "cka":  # the most identity-like first
+        assert step["removed"][0] == max(step["scores"], key=step["scores"].get)
+    names = {layer.name for layer in result.model.layers}
+    assert not any(add in names for add in step["removed"])
+
+
+def test_blocks_refuses_a_model_without_residual_blocks(digits):
+    with pytest.raises(ValueError, match="model 'mlp' has none"):
+        experiment.plan(config("blocks", epochs=2), digits)
 
 
 def test_channels_needs_an_epoch_per_prune_step():
