@@ -19,9 +19,9 @@ from keras_cka_sr.app import statistics
 def rows(runs):
     """One dict per (method, sparsity) of the beta-0 runs: n, mean CKA, its half-width, and
     the paired difference from dense (a `statistics.PairedTest`, None without dense runs)."""
-    from keras_cka_sr.app.report import _full_setting  # fields a run predates at defaults
+    from keras_cka_sr.app.report import full_setting  # fields a run predates at defaults
 
-    base = [_full_setting(r) for r in runs if r["config"]["cka_weight"] == 0]
+    base = [full_setting(r) for r in runs if r["config"]["cka_weight"] == 0]
     ignored = {"method", "sparsity", "seed", "verbose", "cka_weight", "cka_samples", "cka_every"}
     ignored |= {"cka_start", "cka_grad_cap", "dataset", "subset", "backend"}
     for field in sorted({k for c in base for k in c} - ignored):

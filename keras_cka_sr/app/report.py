@@ -25,7 +25,7 @@ def summarize(results: list[dict]) -> list[dict]:
     seed: runs that differ in anything else are never pooled. The fields that vary among
     `results` besides method, sparsity and beta are the row's `setting` (e.g. `{"cka_samples":
     128, "cka_every": 1}`); `{}` where nothing else varies."""
-    full = [_full_setting(r) for r in results]
+    full = [full_setting(r) for r in results]
     names = sorted({name for setting in full for name in setting} - set(_SHOWN))
     varying = [n for n in names if len({_hashable(s.get(n)) for s in full}) > 1]
     rows = {}
@@ -45,7 +45,7 @@ def summarize(results: list[dict]) -> list[dict]:
                 "method": method,
                 "sparsity_target": sparsity,
                 "cka_weight": beta,
-                "setting": {n: _full_setting(runs[0]).get(n) for n, _ in extra},
+                "setting": {n: full_setting(runs[0]).get(n) for n, _ in extra},
                 "seeds": [r["config"]["seed"] for r in runs],
                 "test_accuracy_mean": float(acc.mean()),
                 "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
@@ -64,7 +64,7 @@ def summarize(results: list[dict]) -> list[dict]:
     return summary
 
 
-def _full_setting(run):
+def full_setting(run):
     """A run's configuration less its seed, with its data set, subset and backend (when the
     run records them); fields a run predates (absent or null) count at their defaults; dense runs have
     sparsity 0 whatever was passed."""
