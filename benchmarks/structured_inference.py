@@ -4,7 +4,9 @@ and the same ResNet pruned by Torch-Pruning.
 Models: the main job's ResNet-20 (28x28x1, MNIST's shape) and ResNet-20/32 (32x32x3,
 CIFAR's), and keras.applications MobileNetV2 (224x224x3, `weights=None`). Each is pruned by
 `keras_cka_sr.structured.prune_channels` (L1 norm, every group by the same fraction) to 25,
-50 and 75% of its FLOPs removed; latency needs no training (random weights). Runtimes:
+50 and 75% of its FLOPs removed, and (the ResNets) by `remove_blocks` to 25 and 50% of its
+FLOPs removed as whole residual blocks (the most identity-like first, by CKA between a
+block's input and output on a random probe); latency needs no training (random weights). Runtimes:
 TFLite's interpreter with its default XNNPACK delegate at 1 and 2 threads (TensorFlow
 backend), `jit`-compiled inference on JAX (CPU), and eager inference on torch (CPU), batch
 1. The variants of one model are interleaved round by round, and each latency is the median
@@ -131,11 +133,14 @@ def _build(name, size):
 def study(name, model, args, workdir):
     from keras_cka_sr import structured
 
-    variants, reports = {"dense": model}, {}
+    variants = {"dense": model}
     for fraction in args.fractions:
-        pruned, report = structured.prune_channels(model, fraction, importance="l1")
-        key = f"{fraction:g}_flops_removed"
-        variants[key], reports[key] = pruned, report
+        pruned, _ = structured.prune_channels(model, fraction, importance="l1")
+        variants[f"{fraction:g}_flops_removed"] = pruned
+    if structured.residual_blocks(model):
+        for fraction in args.block_fractions:
+            variants[f"blocks_{fraction:g}_flops_removed"] = _without_blocks(model, fraction)
+    macs = {key: structured.count_macs(variant) for key, variant in variants.items()}
     files = {}
     for key, variant in variants.items():
         files[key] = os.path.join(workdir, f"{name}_{key}.keras")
@@ -153,18 +158,31 @@ def study(name, model, args, workdir):
         )
     return {
         "model": name,
-        "macs": {
-            "dense": structured.count_macs(model),
-            **{k: r.macs_after for k, r in reports.items()},
-        },
-        "params": {
-            "dense": model.count_params(),
-            **{k: r.params_after for k, r in reports.items()},
-        },
-        "flops_removed": {k: r.flops_removed for k, r in reports.items()},
+        "macs": macs,
+        "params": {key: variant.count_params() for key, variant in variants.items()},
+        "flops_removed": {key: 1 - m / macs["dense"] for key, m in macs.items() if key != "dense"},
         "tflite_bytes": {k: len(v) for k, v in tflite.items()},
         "latency": latency,
     }
+
+
+def _without_blocks(model, fraction):
+    """`model` without its most identity-like residual blocks (CKA on a random probe)
+    until `fraction` of its FLOPs are gone."""
+    import numpy as np
+
+    from keras_cka_sr import structured
+
+    shape = (64, *model.inputs[0].shape[1:])
+    probe = np.random.default_rng(2).normal(size=shape).astype("float32")
+    scores = structured.block_scores(model, probe, "cka")
+    goal = (1 - fraction) * structured.count_macs(model)
+    smaller = model
+    for add in sorted(scores, key=scores.get, reverse=True):
+        if structured.count_macs(smaller) <= goal:
+            break
+        smaller = structured.remove_blocks(smaller, [add])
+    return smaller
 
 
 def _run_child(backend, files, args):
@@ -322,6 +340,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
                         help="fractions of FLOPs removed")  # fmt: skip
+    parser.add_argument("--block-fractions", type=float, nargs="+", default=[0.25, 0.5],
+                        help="ResNets: fractions of FLOPs removed as whole blocks")  # fmt: skip
     parser.add_argument("--no-torch-pruning", dest="torch_pruning", action="store_false",
                         help="skip the Torch-Pruning comparison")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse_hidden())
