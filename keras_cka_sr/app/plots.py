@@ -253,10 +253,43 @@ def dose_response(runs, path):
     return _save(plt, fig, path)
 
 
+def block_scores(runs, path):
+    """One panel per block criterion (first seed, first removal step): each residual block's
+    score in graph order, the removed ones in red."""
+    plt = _pyplot()
+    scored = [r for r in runs if (r.get("structure") or {}).get("block_steps")]
+    seed = scored[0]["config"]["seed"]
+    panels = [
+        r
+        for r in scored
+        if r["config"]["seed"] == seed and r["structure"]["block_steps"][0]["scores"]
+    ]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(max(7.0, 4.2 * len(panels)), 4.5), squeeze=False
+    )
+    for ax, run in zip(axes[0], panels):
+        step = run["structure"]["block_steps"][0]
+        names = list(step["scores"])
+        colors = ["tab:red" if n in step["removed"] else "tab:gray" for n in names]
+        ax.scatter(range(len(names)), [step["scores"][n] for n in names], c=colors, s=40)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([n.removesuffix("_add") for n in names], rotation=60, ha="right")
+        criterion = run["config"].get("block_criterion", "cka")
+        ax.set_ylabel({"cka": "CKA(input, output)", "angular": "angular distance / pi"}.get(
+            criterion, "branch L1 norm"))  # fmt: skip
+        ax.set_title(f"{criterion}: {len(step['removed'])} removed (red)")
+    fig.suptitle(
+        f"Residual block scores, {subject(panels[0])}, seed {seed}, first step", fontsize=11
+    )
+    return _save(plt, fig, path)
+
+
 def write_all(results, summary, directory):
     """Writes into `directory`, per (method, sparsity), a CKA heatmap and a weight
-    histogram of its first seed (baseline beside CKA-SR), and one accuracy-vs-sparsity
-    figure; returns their paths."""
+    histogram of its first seed (baseline beside CKA-SR), for block removal the blocks'
+    scores, and one accuracy-vs-sparsity figure; returns their paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
     settings = {}
@@ -275,6 +308,16 @@ def write_all(results, summary, directory):
         paths.append(
             magnitude_histograms(same, os.path.join(directory, f"weight_magnitudes_{tag}.png"))
         )
+    for sparsity in sorted(
+        {r["config"]["sparsity"] for r in results if r["config"]["method"] == "blocks"}
+    ):
+        runs = [
+            r for r in results
+            if r["config"]["method"] == "blocks" and r["config"]["sparsity"] == sparsity
+        ]  # fmt: skip
+        drawn = block_scores(runs, os.path.join(directory, f"block_scores_{sparsity:g}.png"))
+        if drawn:
+            paths.append(drawn)
     paths.append(
         accuracy_vs_sparsity(
             summary, os.path.join(directory, "accuracy_vs_sparsity.png"), subject(results[0])

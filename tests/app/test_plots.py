@@ -131,3 +131,24 @@ def test_figures_name_the_model_and_the_data_set(tmp_path):
         report.summarize([run]), tmp_path / "a.png", plots.subject(run)
     )
     assert path.exists()
+
+
+def test_block_scores_mark_the_removed_blocks_per_criterion(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda plt, fig, path: drawn.setdefault(path, fig) and path)
+    scores = {"stage1_block2_add": 0.99, "stage1_block3_add": 0.95, "stage3_block2_add": 0.97}
+    runs = []
+    for criterion, removed in (("cka", ["stage1_block2_add"]), ("random", ["stage1_block3_add"])):
+        r = run("blocks", 0.25, 0.0, 0, 0.9)
+        r["config"]["block_criterion"] = criterion
+        r["structure"] = {"block_steps": [
+            {"scores": scores if criterion == "cka" else {}, "removed": removed}
+        ]}  # fmt: skip
+        runs.append(r)
+    plots.block_scores(runs, str(tmp_path / "b.png"))
+    (fig,) = drawn.values()
+    (ax,) = fig.axes  # random has no scores: one panel
+    colors = [tuple(c[:3]) for c in ax.collections[0].get_facecolors()]
+    assert colors.count(colors[0]) == 1 and ax.get_title() == "cka: 1 removed (red)"
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "stage1_block2"
+    plots._pyplot().close("all")
