@@ -298,6 +298,8 @@ class DependencyGraph:
             return self._barrier(layer, path, ins, shapes_out, "called more than once (shared)")
         if not isinstance(layer, keras.layers.Layer):
             return self._op(layer, path, ins, shapes_in, shapes_out, node)
+        if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
+            return self._barrier(layer, path, ins, shapes_out, "quantized or LoRA weights")
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             return self._barrier(layer, path, ins, shapes_out, "channels_first data format")
         if isinstance(layer, _CONVS):

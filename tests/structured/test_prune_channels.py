@@ -359,3 +359,15 @@ def test_graphs_built_elsewhere_on_the_same_layers_do_not_make_them_shared():
     model.compile("sgd", "mse")
     model.fit(_x((8, 8, 3)), np.zeros((4, 3)), epochs=1, verbose=0)
     assert structured.DependencyGraph(model).barriers == []
+
+
+def test_lora_and_quantized_layers_are_barriers():
+    inp = keras.Input((6,))
+    a = keras.layers.Dense(8, name="a")(inp)
+    lora = keras.layers.Dense(8, name="lora")
+    h = lora(a)
+    lora.enable_lora(2)
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.Dense(8, name="b")(h)))
+    pruned, report = structured.prune_channels(model, 0.5, target="channels")
+    assert ("lora", "Dense", "quantized or LoRA weights") in report.barriers
+    assert_pruned_equals_zeroed(model, pruned, report, _x((6,)))
