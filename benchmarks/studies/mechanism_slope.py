@@ -66,8 +66,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="BETA:SAMPLES:EVERY",
+        help="leave these arms out (an exploratory sensitivity analysis, not the primary)",
+    )
     args = parser.parse_args(argv)
-    found = points(args.paths)
+    left_out = {tuple(float(v) for v in arm.split(":")) for arm in args.exclude}
+    found = [p for p in points(args.paths) if (p[1], p[2], p[3]) not in left_out]
     if len(found) < 3:
         raise SystemExit(f"{len(found)} paired points: too few for a slope.")
     estimate = slope([p[5] for p in found], [p[6] for p in found])
@@ -86,6 +94,7 @@ def main(argv=None):
     )
     result = {
         "paths": args.paths,
+        "excluded_arms": sorted(args.exclude),
         "points": len(found),
         "arms": [list(a) for a in arms],
         "slope": estimate,
