@@ -194,8 +194,8 @@ def prune_channels(
     scope: str = "layer",
     round_to: int = 1,
     keep: tuple[str, ...] | list[str] = (),
-    data=None,
-    loss=None,
+    data: tuple | None = None,
+    loss: keras.losses.Loss | None = None,
 ) -> tuple[keras.Model, ChannelPruningReport]:
     """Removes whole channels: returns a smaller model of the same layer classes (weights
     copied, uncompiled) and a report.
