@@ -7,10 +7,10 @@ with its 95% t-interval (the primary comparison of channels_accuracy.sh).
 
 import argparse
 import json
-import math
 
 import numpy as np
-from scipy import stats
+
+from keras_cka_sr.app import statistics
 
 
 def paired(dense_path, channels_path, metric="test_accuracy"):
@@ -28,8 +28,8 @@ def paired(dense_path, channels_path, metric="test_accuracy"):
     if len(seeds) < 2:
         raise SystemExit(f"need 2 or more seeds in both files; shared: {seeds}")
     diffs = np.array([100 * (pruned[s][metric] - dense[s][metric]) for s in seeds])
-    mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
-    half = stats.t.ppf(0.975, len(seeds) - 1) * sd / math.sqrt(len(seeds))
+    test = statistics.paired_test(diffs)
+    mean, half = test.mean, test.half_width
     structure = [pruned[s]["structure"] for s in seeds]
     return {
         "seeds": seeds,
