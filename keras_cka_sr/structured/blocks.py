@@ -62,6 +62,7 @@ def residual_blocks(model: keras.Model) -> list[ResidualBlock]:
     for node in nodes:
         for tensor in node.input_tensors:
             readers.setdefault(id(tensor), []).append(node)
+    order = {id(n): k for k, n in enumerate(nodes)}
     blocks = []
     for node in nodes:
         if type(node.operation).__name__ != "Add" or len(node.input_tensors) != 2:
@@ -70,7 +71,6 @@ def residual_blocks(model: keras.Model) -> list[ResidualBlock]:
             skip = node.input_tensors[skip_index]
             branch = _branch(node.input_tensors[1 - skip_index], skip, readers, node)
             if branch is not None:
-                order = {id(n): k for k, n in enumerate(nodes)}
                 branch.sort(key=lambda n: order[id(n)])
                 names = tuple(n.operation.name for n in branch)
                 blocks.append(ResidualBlock(node.operation.name, skip_index, names))
