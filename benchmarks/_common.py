@@ -94,6 +94,23 @@ def machine():
     return info
 
 
+def median_of_means(runners, invokes, warmup, rounds):
+    """Seconds per call of each `runners[name]()`: after `warmup` calls each, `rounds` rounds
+    that run every runner `invokes` times in turn (interleaved, so drift hits all alike);
+    the median over rounds of each round's mean."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    samples = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for _ in range(invokes):
+                run()
+            samples[name].append((time.perf_counter() - start) / invokes)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def write_json(path, payload):
     if path:
         with open(path, "w") as handle:

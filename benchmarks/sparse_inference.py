@@ -17,10 +17,8 @@ TensorFlow backend only (the converter). Run it on a quiet machine.
 """
 
 import os
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -134,17 +132,9 @@ def op_counts(content):
 def measure(variants, threads, delegate, invokes, warmup, rounds):
     """Seconds per invocation, per variant: median over interleaved rounds of the mean."""
     runners = {name: interpreter(content, threads, delegate) for name, content in variants.items()}
-    for runner in runners.values():
-        for _ in range(warmup):
-            runner.invoke()
-    samples = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            start = time.perf_counter()
-            for _ in range(invokes):
-                runner.invoke()
-            samples[name].append((time.perf_counter() - start) / invokes)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return _common.median_of_means(
+        {name: runner.invoke for name, runner in runners.items()}, invokes, warmup, rounds
+    )
 
 
 def study(name, model, sparsities, policy, args):

@@ -25,11 +25,9 @@ Run it on a quiet machine.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,20 +35,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
-
-
-def _median_of_means(runners, invokes, warmup, rounds):
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    samples = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            for _ in range(invokes):
-                run()
-            samples[name].append((time.perf_counter() - start) / invokes)
-    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _ratios(seconds):
@@ -88,7 +72,7 @@ def child(backend, files, invokes, warmup, rounds):
                     model(tensor, training=False)
 
             runners[name] = run
-    return _median_of_means(runners, invokes, warmup, rounds)
+    return _common.median_of_means(runners, invokes, warmup, rounds)
 
 
 # ---- the parent process: TensorFlow, TFLite and the report ---------------------------------
@@ -150,7 +134,7 @@ def study(name, model, args, workdir):
     for threads in (1, 2):
         runners = {key: _tflite_runner(content, threads) for key, content in tflite.items()}
         latency[f"tflite_xnnpack_{threads}_threads"] = _ratios(
-            _median_of_means(runners, args.invokes, args.warmup, args.rounds)
+            _common.median_of_means(runners, args.invokes, args.warmup, args.rounds)
         )
     for backend in ("jax", "torch"):
         latency[f"{backend}_{'jit' if backend == 'jax' else 'eager'}_cpu"] = _ratios(
@@ -302,7 +286,7 @@ def torch_pruning_child(invokes, warmup, rounds):
 
         return run
 
-    seconds = _median_of_means(
+    seconds = _common.median_of_means(
         {"torch_dense": eager(dense), "torch_pruning_50": eager(theirs),
          "keras_dense": keras_eager(ours_dense), "keras_cka_sr_50": keras_eager(ours)},
         invokes, warmup, rounds,
