@@ -371,3 +371,15 @@ def test_lora_and_quantized_layers_are_barriers():
     pruned, report = structured.prune_channels(model, 0.5, target="channels")
     assert ("lora", "Dense", "quantized or LoRA weights") in report.barriers
     assert_pruned_equals_zeroed(model, pruned, report, _x((6,)))
+
+
+def test_mixed_precision_model_keeps_its_policy_and_float32_weights():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = _residual_model()
+        pruned, report = structured.prune_channels(model, 0.5)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert pruned.get_layer("c1").dtype_policy.name == "mixed_float16"
+    assert all(v.dtype == "float32" for v in pruned.trainable_weights)
+    assert_pruned_equals_zeroed(model, pruned, report, _x((8, 8, 3)), atol=1e-2)
