@@ -170,8 +170,9 @@ class _Printer:
 
     @staticmethod
     def _name(index, total, config):
+        criterion = f" criterion={config.block_criterion}" if config.method == "blocks" else ""
         return (
-            f"run {index}/{total}: {config.method} sparsity={config.sparsity} "
+            f"run {index}/{total}: {config.method} sparsity={config.sparsity}{criterion} "
             f"beta={config.cka_weight:g} seed={config.seed}"
         )
 
@@ -288,7 +289,13 @@ def _configs(args):
     }
     try:
         return study.grid(
-            common, args.method, args.sparsity, args.cka_weight, args.seed, compare=args.compare
+            common,
+            args.method,
+            args.sparsity,
+            args.cka_weight,
+            args.seed,
+            compare=args.compare,
+            block_criteria=args.block_criterion,
         )
     except (TypeError, ValueError) as error:
         _fail(error)

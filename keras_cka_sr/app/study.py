@@ -26,6 +26,11 @@ DEFAULT_OUTPUT_DIR = "keras-cka-sr-runs"
 DATA_FIELDS = ("dataset", "subset", "backend")
 
 
+_DEFAULT_BLOCK_CRITERION = next(
+    f.default for f in dataclasses.fields(RunConfig) if f.name == "block_criterion"
+)
+
+
 class StudyError(ValueError):
     """A study that cannot start or go on as asked; the message says what to do."""
 
@@ -49,15 +54,19 @@ def grid(
     betas: list[float],
     seeds: list[int],
     compare: bool = False,
+    block_criteria: list[str] = ("cka",),
 ) -> list[RunConfig]:
-    """Every run's `RunConfig`, in run order: per method, sparsity (dense: one), seed and
-    beta (with 0 added by `compare`). Values listed twice are refused (a seed paired with
-    itself); an invalid value raises before any run trains."""
+    """Every run's `RunConfig`, in run order: per method, sparsity (dense: one), block
+    criterion (`blocks` only: the others run once, at the default), seed and beta (with 0
+    added by `compare`). Values listed twice are refused (a seed paired with itself); an
+    invalid value raises before any run trains."""
+    block_criteria = list(block_criteria)
     for flag, values in (
         ("--method", methods),
         ("--sparsity", sparsities),
         ("--cka-weight", betas),
         ("--seeds", seeds),
+        ("--block-criterion", block_criteria),
     ):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
@@ -68,14 +77,21 @@ def grid(
     all_betas = sorted(set(betas) | ({0.0} if compare else set()))
     configs = []
     for method in methods:
+        criteria = block_criteria if method == "blocks" else [_DEFAULT_BLOCK_CRITERION]
         for sparsity in [0.0] if method == "dense" else sparsities:
-            for seed in seeds:
-                for beta in all_betas:
-                    configs.append(
-                        RunConfig(
-                            **common, method=method, sparsity=sparsity, seed=seed, cka_weight=beta
+            for criterion in criteria:
+                for seed in seeds:
+                    for beta in all_betas:
+                        configs.append(
+                            RunConfig(
+                                **common,
+                                method=method,
+                                sparsity=sparsity,
+                                block_criterion=criterion,
+                                seed=seed,
+                                cka_weight=beta,
+                            )
                         )
-                    )
     return configs
 
 

@@ -7,6 +7,7 @@ import keras
 import pytest
 
 from keras_cka_sr.app import cli, report
+from keras_cka_sr.app.run_config import RunConfig
 
 pytest.importorskip("mlxtend")
 
@@ -278,6 +279,30 @@ def test_warm_up_and_rescale_flags_reach_every_run():
     assert [c.seed for c in defaults] == [0, 1, 2]  # a newcomer sees mean ± std
     assert defaults[0].cka_start == 0 and defaults[0].rescale is True
     assert defaults[0].cka_grad_cap is None
+
+
+def test_every_block_criterion_is_its_own_run_and_only_for_blocks():
+    args = cli.build_parser().parse_args(
+        ["train", "--method", "blocks", "gmp", "--block-criterion", "cka", "random", "--seeds", "0"]
+    )
+    configs = cli._configs(args)
+    blocks = [c.block_criterion for c in configs if c.method == "blocks"]
+    assert blocks == ["cka", "random"]
+    assert [c.block_criterion for c in configs if c.method == "gmp"] == ["cka"]
+
+
+def test_every_grid_flag_reaches_the_runs():
+    """A flag taking several values (one run each) must reach the `RunConfig`s: a grid field
+    the grid forgets runs every value at the field's default, under the wrong label."""
+    two_values = {"method": ["blocks", "gmp"], "sparsity": [0.5, 0.9], "cka_weight": [0.0, 1.0]}
+    two_values |= {"seed": [3, 4], "block_criterion": ["random", "l1"]}
+    grid_fields = {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("grid")}
+    assert grid_fields == set(two_values), "give the new grid field two values here"
+    argv = ["train", "--method", "blocks", "--seeds", "0"]
+    for name, values in two_values.items():
+        args = cli.build_parser().parse_args(argv)
+        setattr(args, name, values)
+        assert {getattr(c, name) for c in cli._configs(args)} == set(values), name
 
 
 def test_recipe_paper_sets_the_optimizer_and_explicit_flags_win():
