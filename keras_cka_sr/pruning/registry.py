@@ -16,6 +16,7 @@ to have no weights): an unknown unbuilt layer cannot show whether it has weights
 
 import abc
 import dataclasses
+import sys
 
 import keras
 
@@ -153,10 +154,7 @@ def check_maskable(layer):
     of the stored kernel, and a quantized layer reads an integer copy: masking the
     stored weight would leave the weight actually used dense, so both are refused.
     """
-    subs = [layer]
-    if isinstance(layer, L.MultiHeadAttention) and layer.built:
-        subs += [layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense]
-    for sub in subs:
+    for sub in _compat.flatten_layers(layer):
         if getattr(sub, "lora_enabled", False):
             raise ValueError(
                 f"Layer {sub.name!r} has LoRA enabled: its kernel is the stored kernel plus a "
@@ -176,9 +174,11 @@ def supports(layer):
     a functional graph (`h + h2` is an `Add` operation, not a layer) holds no weights."""
     if not isinstance(layer, L.Layer):
         return True
-    if _has_own_rule(layer) or type(layer) in _NOTHING_TO_PRUNE + _WEIGHTLESS:
+    if _has_own_rule(layer) or type(layer) in _NOTHING_TO_PRUNE + _WEIGHTLESS + _optional():
         return True
-    return layer.built and not layer.weights
+    if layer.built and not layer.weights:
+        return True
+    return _composite_weights(layer) is not None
 
 
 def prunable_weights(layer):
@@ -192,6 +192,9 @@ def prunable_weights(layer):
         return [layer.pointwise_kernel]
     if kind is L.Embedding:
         return [layer.embeddings]
+    if kind in _reversible_embeddings():
+        tied = layer.tie_weights or not hasattr(layer, "reverse_embeddings")
+        return [layer.embeddings] if tied else [layer.embeddings, layer.reverse_embeddings]
     if kind is L.MultiHeadAttention:
         return [
             sub.kernel
@@ -203,15 +206,76 @@ def prunable_weights(layer):
         return _cell_weights(layer.cell)
     if kind is L.Bidirectional:
         return prunable_weights(layer.forward_layer) + prunable_weights(layer.backward_layer)
-    if kind in _NOTHING_TO_PRUNE + _WEIGHTLESS or (layer.built and not layer.weights):
+    if kind in _NOTHING_TO_PRUNE + _WEIGHTLESS + _optional() or (layer.built and not layer.weights):
         return []
+    composite = _composite_weights(layer)
+    if composite is not None:
+        return composite
     raise ValueError(unsupported_message(layer))
+
+
+def _composite_weights(layer):
+    """The prunable weights of a composite layer (a keras_hub `TransformerDecoder`, a user's
+    block of Dense layers), or None when `layer` is not one.
+
+    A composite layer is built, holds sublayers and no variables of its own beyond theirs,
+    and every sublayer with weights has a rule (or is itself composite): its prunable
+    weights are its sublayers' (each once, in tracking order). Wrapping it masks them in
+    place while its own `call` runs, as for MultiHeadAttention's projections."""
+    if not layer.built or _compat.is_graph_model(layer):
+        return None
+    subs = _compat.direct_sublayers(layer)
+    if not subs or own_variables(layer):
+        return None
+    weights, seen = [], set()
+    for sub in subs:
+        if _has_own_rule(sub):
+            found = prunable_weights(sub) if sub.built else []
+        elif type(sub) in _NOTHING_TO_PRUNE + _WEIGHTLESS + _optional() or not sub.weights:
+            found = []
+        else:
+            found = _composite_weights(sub)
+            if found is None:
+                return None
+        for weight in found:
+            if id(weight) not in seen:
+                seen.add(id(weight))
+                weights.append(weight)
+    return weights
+
+
+def own_variables(layer):
+    """The variables `layer` holds itself, not through a sublayer."""
+    held = {id(v) for sub in _compat.flatten_layers(layer, include_self=False) for v in sub.weights}
+    return [v for v in layer.weights if id(v) not in held]
+
+
+def _unsupported_inside(layer):
+    """The first layer nested in `layer` that keeps it from being pruned as a composite
+    (variables of its own, or a sublayer with weights and no rule), as (layer, reason)."""
+    own = own_variables(layer) if layer.built else []
+    if own:
+        return layer, f"holds variables of its own ({', '.join(v.path for v in own)})"
+    for sub in _compat.direct_sublayers(layer):
+        if supports(sub):
+            continue
+        inner = _unsupported_inside(sub) if _compat.direct_sublayers(sub) else None
+        return inner or (sub, "has weights but no pruning rule")
+    return None
 
 
 def unsupported_message(layer):
     kind = type(layer)
+    inner = _unsupported_inside(layer) if layer.built else None
     if not layer.built and not layer.weights:
         what = "is not built, so it cannot show whether it has weights, and has no pruning rule"
+    elif inner is not None and inner[0] is not layer:
+        what = (
+            f"holds layer {inner[0].path!r} ({type(inner[0]).__name__}), which {inner[1]}, so "
+            "its sublayers cannot be pruned in place"
+        )
+    elif inner is not None and _compat.direct_sublayers(layer):
+        what = f"{inner[1]}, so it cannot be pruned through its sublayers"
     else:
         what = "has weights but no pruning rule"
     subclass = next(
@@ -231,7 +295,8 @@ def unsupported_message(layer):
     return (
         f"Layer {layer.name!r} ({kind.__name__}) {what}.{hint} "
         "Prunable built-ins: Dense, EinsumDense, Conv*/Conv*Transpose, DepthwiseConv*, "
-        "SeparableConv*, Embedding, MultiHeadAttention, SimpleRNN, LSTM, GRU, Bidirectional. "
+        "SeparableConv*, Embedding, ReversibleEmbedding, MultiHeadAttention, SimpleRNN, LSTM, "
+        "GRU, Bidirectional, and any layer built only of those (a composite layer). "
         "For a custom layer, subclass `keras_cka_sr.pruning.PrunableLayer` and implement "
         "`get_prunable_weights`; or leave the layer out of pruning (prune a list of layers "
         "instead)."
@@ -269,7 +334,7 @@ def _has_own_rule(layer):
     kind = type(layer)
     if _declares_its_own(layer) or kind in _KERNEL_LAYERS + _SEPARABLE_LAYERS + _RECURRENT:
         return True
-    if kind in (L.Embedding, L.MultiHeadAttention):
+    if kind in (L.Embedding, L.MultiHeadAttention) + _reversible_embeddings():
         return True
     if kind is L.RNN:
         return _cell_has_rule(layer.cell)
@@ -279,8 +344,34 @@ def _has_own_rule(layer):
 
 
 def has_prunable_rule(layer):
-    """True for layers whose weights pruning masks (built-in rule or `PrunableLayer`)."""
-    return _has_own_rule(layer)
+    """True for layers whose weights pruning masks: a built-in rule, a `PrunableLayer`, or a
+    composite layer holding at least one prunable sublayer."""
+    if _has_own_rule(layer):
+        return True
+    if not isinstance(layer, L.Layer) or type(layer) in _NOTHING_TO_PRUNE + _WEIGHTLESS:
+        return False
+    return bool(_composite_weights(layer))
+
+
+def _reversible_embeddings():
+    """Keras' `ReversibleEmbedding` and keras_hub's (a subclass that adds nothing): the tied
+    table is pruned once and used twice (lookup and output projection)."""
+    kinds = (getattr(L, "ReversibleEmbedding", None), _keras_hub_layer("ReversibleEmbedding"))
+    return tuple(k for k in kinds if k is not None)
+
+
+def _optional():
+    """keras_hub layers accepted and not pruned: `PositionEmbedding` (a table of positions,
+    not features; a `PrunableLayer` subclass returning `[self.position_embeddings]` prunes it)."""
+    kind = _keras_hub_layer("PositionEmbedding")
+    return () if kind is None else (kind,)
+
+
+def _keras_hub_layer(name):
+    """A keras_hub layer class when keras_hub is already imported (its layers can only be in a
+    model then); never imports it."""
+    hub = sys.modules.get("keras_hub")
+    return getattr(getattr(hub, "layers", None), name, None)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -292,6 +383,7 @@ class Kernel:
     layer: keras.layers.Layer
     variable: keras.Variable
     mask: keras.Variable | None = None
+    path: str = ""  # the layer holding `variable`, by names from the model down (no wrappers)
 
 
 def prunable_kernels(model: keras.layers.Layer) -> list[Kernel]:
@@ -308,24 +400,42 @@ def prunable_kernels(model: keras.layers.Layer) -> list[Kernel]:
 
     kernels, seen = [], set()
 
-    def add(layer, variable, mask=None):
+    def add(layer, variable, mask, prefix):
         if id(variable) not in seen:
             seen.add(id(variable))
-            kernels.append(Kernel(layer, variable, mask))
+            path = "/".join([*prefix, layer.name, *holder_chain(layer, variable)])
+            kernels.append(Kernel(layer, variable, mask, path))
 
-    def visit(layer):
+    def visit(layer, prefix):
         if isinstance(layer, PruneLowMagnitude):
             if layer.built:
                 for variable, mask in zip(layer.pruned_weights, layer.masks):
-                    add(layer.layer, variable, mask)
+                    add(layer.layer, variable, mask, prefix)
             return
         if has_prunable_rule(layer):
             if layer.built:
                 for variable in prunable_weights(layer):
-                    add(layer, variable)
+                    add(layer, variable, None, prefix)
             return
+        inner = prefix if layer is model else [*prefix, layer.name]
         for sub in _compat.direct_sublayers(layer):
-            visit(sub)
+            visit(sub, inner)
 
-    visit(model)
+    visit(model, [])
     return kernels
+
+
+def holder_chain(layer, variable) -> list[str]:
+    """Names of the sublayers of `layer` leading to the one that holds `variable` (empty when
+    `layer` holds it itself): `["self_attention", "query"]` in a TransformerDecoder."""
+
+    def chain(current):
+        if any(v is variable for v in own_variables(current)):
+            return []
+        for sub in _compat.direct_sublayers(current):
+            found = chain(sub)
+            if found is not None:
+                return [sub.name, *found]
+        return None
+
+    return chain(layer) or []

@@ -14,8 +14,10 @@ from keras_cka_sr.pruning.wrapper import collect_prunable_layers
 
 @dataclasses.dataclass(frozen=True)
 class WeightSparsity:
-    """One prunable weight: its layer, name, shape, parameter count, nonzeros (of the
-    weight as the forward pass uses it: `weight * mask` when wrapped), sparsity and
+    """One prunable weight: the path of the layer holding it (names from the model down,
+    `backbone/transformer_layer_0/self_attention/query`), its name, shape, parameter
+    count, nonzeros (of the weight as the forward pass uses it: `weight * mask` when
+    wrapped), sparsity and
     pattern ("dense", "unstructured", "block HxW", "M:N", or "unstructured
     (2:4-compatible)": a weight not pruned m:n whose values happen to hold 2 zeros in every 4
     input channels), and whether a mask holds it.
@@ -143,11 +145,11 @@ def sparsity_summary(model: keras.Model) -> SparsitySummary:
         if kernel.mask is not None:
             values = to_numpy(kernel.variable) * to_numpy(kernel.mask)
             pattern = _wrapper_pattern(wrappers[id(kernel.layer)], values)
-            rows.append(_row(kernel.layer.name, kernel.variable, values, pattern))
+            rows.append(_row(kernel.path, kernel.variable, values, pattern))
         else:
             values = to_numpy(kernel.variable)
             pattern = _value_pattern(values)
-            rows.append(_row(kernel.layer.name, kernel.variable, values, pattern, masked=False))
+            rows.append(_row(kernel.path, kernel.variable, values, pattern, masked=False))
     return SparsitySummary(tuple(rows))
 
 

@@ -191,7 +191,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self._targets = _Untracked([_locate(self.layer, w) for w in self.pruned_weights])
         self.masks, self.thresholds = [], []
         for weight in self.pruned_weights:
-            short = weight.path.split("/")[-1]
+            # "kernel" for a Dense, "self_attention_query_kernel" inside a TransformerDecoder
+            short = "_".join([*registry.holder_chain(self.layer, weight), weight.name])
             # Under tf.distribute every replica computes the same mask from the same
             # mirrored weight: the first replica's value is kept, with no all-reduce.
             self.masks.append(
