@@ -18,6 +18,7 @@ from keras_cka_sr.pruning.schedules import (
     StaticMask,
 )
 from keras_cka_sr.pruning.summary import SparsitySummary, WeightSparsity, sparsity_summary
+from keras_cka_sr.pruning.transfer import copy_weights
 from keras_cka_sr.pruning.wrapper import PruneLowMagnitude, collect_prunable_layers
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "UpdatePruningStep",
     "WeightSparsity",
     "collect_prunable_layers",
+    "copy_weights",
     "prune_low_magnitude",
     "prune_scope",
     "sparsity_summary",

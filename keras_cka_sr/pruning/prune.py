@@ -9,6 +9,7 @@ from keras_cka_sr._numpy import to_numpy
 from keras_cka_sr.pruning import registry
 from keras_cka_sr.pruning.policy import PruningPolicy
 from keras_cka_sr.pruning.schedules import default_schedule
+from keras_cka_sr.pruning.transfer import copy_weights
 from keras_cka_sr.pruning.wrapper import (
     PruneLowMagnitude,
     collect_prunable_layers,
@@ -92,6 +93,7 @@ def prune_low_magnitude(
         _check_graph_model(to_prune, "prune_low_magnitude")
         for layer in _compat.flatten_layers(to_prune, include_self=False):
             registry.check_copyable(layer)
+        _check_no_layer_in_two_places(to_prune)
         if pruning_policy is not None:
             pruning_policy.ensure_model_supports_pruning(to_prune)
 
@@ -109,7 +111,11 @@ def prune_low_magnitude(
             return _copy_layer(layer)
 
         pruned = _clone_with_weights(to_prune, wrap)
+        if pruning_policy is None:  # a policy may leave every layer dense (tfmot's tests)
+            _check_nothing_to_prune(pruned, to_prune)
         set_global_group(pruned)
+        if type(to_prune) not in (keras.Model, keras.Sequential) and not _is_plain(to_prune):
+            pruned._keras_cka_sr_origin = _Origin(to_prune)
         return pruned
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, **params, **kwargs)
@@ -171,7 +177,80 @@ def strip_pruning(model: keras.Model) -> keras.Model:
             return _copy_layer(layer.layer)
         return _copy_layer(layer)
 
-    return _clone_with_weights(model, unwrap)
+    stripped = _clone_with_weights(model, unwrap)
+    origin = getattr(model, "_keras_cka_sr_origin", None)
+    return stripped if origin is None else origin.rebuild(stripped)
+
+
+def _check_nothing_to_prune(pruned, original):
+    """Refuses a pruned model in which no layer was wrapped, naming the layers with weights."""
+    if not collect_prunable_layers(pruned) and original.weights:
+        holders = sorted({layer.name for layer in original.layers if layer.weights})
+        raise ValueError(
+            f"Model {original.name!r} has nothing to prune: no layer with a pruning rule "
+            f"(or allowed by the policy) holds its weights; layers with weights: {holders}. "
+            "Prunable built-ins: Dense, EinsumDense, Conv*, Embedding, MultiHeadAttention, RNNs "
+            "and composite layers of those; a custom layer can implement `PrunableLayer`."
+        )
+
+
+def _check_no_layer_in_two_places(model):
+    """Refuses a layer with weights that is both a layer of the graph and inside another
+    layer, or inside two: pruning copies each graph layer, which would give it two copies
+    (untied weights, two masks and schedules for what was one kernel)."""
+    graph = {id(layer): layer for layer in _graph_layers(model)}
+    where = dict.fromkeys(graph, f"the graph of {model.name!r}")
+    for layer in graph.values():
+        place = f"layer {layer.name!r}"
+        for sub in _compat.flatten_layers(layer, include_self=False):
+            first = where.setdefault(id(sub), place) if sub.weights else place
+            if first != place:
+                raise ValueError(
+                    f"Layer {sub.name!r} is both in {first} and inside {place}: pruning copies "
+                    "layers, so its weights would be untied and pruned by two wrappers. Prune "
+                    "the model before tying the layer, or prune a list of layers that reaches "
+                    "it once."
+                )
+
+
+def _graph_layers(model):
+    """The layers that are nodes of `model`'s graph or of its nested graph models."""
+    layers = []
+    for layer in model.layers:
+        if _compat.is_graph_model(layer):
+            layers += _graph_layers(layer)
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _is_plain(model):
+    return type(model).__name__ == "Functional" and type(model).__module__.startswith("keras.")
+
+
+class _Origin:
+    """The class and config of the functional subclass (a keras_hub task model) a pruned
+    model was cloned from. Keras' clone gives a plain `Functional`; `strip_pruning` builds
+    the original class again from its config and copies the stripped weights into it. An
+    attribute of the pruned model only: a pruned model saved and loaded strips to a plain
+    `Functional` (then `copy_weights` into a model you build)."""
+
+    def __init__(self, model):
+        self.kind = type(model).__name__
+        self.serialized = keras.saving.serialize_keras_object(model)
+
+    def rebuild(self, stripped):
+        try:
+            model = keras.saving.deserialize_keras_object(self.serialized)
+            return copy_weights(stripped, model)
+        except (TypeError, ValueError, NotImplementedError, KeyError) as error:
+            warnings.warn(
+                f"strip_pruning returns a plain Functional model: the pruned model came from a "
+                f"{self.kind}, which could not be built again from its config ({error}). "
+                "Build one yourself and call `keras_cka_sr.pruning.copy_weights(stripped, it)`.",
+                stacklevel=3,
+            )
+            return stripped
 
 
 def _check_graph_model(model, what):
