@@ -11,6 +11,7 @@ from keras_cka_sr.callbacks import CKAGradientMonitor, CKAMonitor  # noqa: E402
 from keras_cka_sr.layers import CKARegularization  # noqa: E402
 from keras_cka_sr.losses import CKASimilarityLoss  # noqa: E402
 from keras_cka_sr.models import CKASRMixin, CKASRModel, attach_cka_loss, feature_model  # noqa: E402
+from keras_cka_sr.taps import block_taps  # noqa: E402
 
 try:
     __version__ = _metadata.version("keras-cka-sr")
@@ -25,6 +26,7 @@ __all__ = [
     "CKASRModel",
     "CKASimilarityLoss",
     "attach_cka_loss",
+    "block_taps",
     "cka",
     "feature_model",
 ]
