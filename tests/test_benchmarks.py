@@ -335,3 +335,18 @@ def test_torch_pruning_side_prunes_the_same_resnet_to_half_its_macs():
     # the same architecture: parameters within 1% (BatchNorm counted alike)
     ours, theirs = side["keras_cka_sr"]["params"][0], side["torch_pruning"]["params"][0]
     assert abs(ours - theirs) / theirs < 0.01
+
+
+def test_keras_hub_pruning_reports_every_kernel_kind_and_the_round_trip(tmp_path):
+    pytest.importorskip("keras_hub")
+    rows = load("keras_hub_pruning").main(
+        ["--backend", keras.backend.backend(), "--steps", "2", "--targets", "0.5"]
+        + ["--batch-size", "4", "--json", str(tmp_path / "hub.json")]
+    )
+    assert [r["model"] for r in rows] == ["GPT2CausalLM", "BertTextClassifier"]
+    for row in rows:
+        assert row["stripped_class"] == row["reloaded_class"] == row["model"]
+        assert row["reloaded_max_abs_diff"] < 1e-5
+        assert {"query", "feedforward_output_dense", "token_embedding"} <= set(row["kinds"])
+        assert all(abs(k["sparsity"] - 0.5) < 0.02 for k in row["kinds"].values())
+    assert json.loads((tmp_path / "hub.json").read_text())["rows"][0]["target"] == 0.5

@@ -1,5 +1,6 @@
 """Every Python code block of the docs guides runs, in order, one namespace per page, so the
-guides cannot rot. A block preceded by a `<!-- not run: reason -->` line is skipped."""
+guides cannot rot. A block preceded by a `<!-- not run: reason -->` line is skipped; a page
+whose first line is `<!-- requires: module -->` runs where that module is installed."""
 
 import pathlib
 import re
@@ -10,6 +11,7 @@ import pytest
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 _FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _SKIP = "<!-- not run:"
+_REQUIRES = re.compile(r"^<!-- requires: (\w+) -->")
 
 
 def python_blocks(page):
@@ -32,6 +34,9 @@ def test_the_guides_have_code_to_run():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
 def test_page_code_runs(page, tmp_path, monkeypatch):
+    required = _REQUIRES.match(page.read_text())
+    if required:
+        pytest.importorskip(required.group(1))
     monkeypatch.chdir(tmp_path)
     keras.utils.set_random_seed(0)
     namespace = {"__name__": f"docs_{page.stem}"}
