@@ -10,38 +10,24 @@ import pytest
 
 import keras_cka_sr
 from keras_cka_sr import pruning
+from tests.support.scripts import load_script
 
 keras_hub = pytest.importorskip("keras_hub")
 
-VOCAB, SEQ = 50, 12
+HUB = load_script("benchmarks", "keras_hub_pruning")  # the tiny task models it measures
+VOCAB, SEQ, HIDDEN = HUB.VOCAB, HUB.SEQ, HUB.HIDDEN
 
 
 def _gpt2():
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
-        max_sequence_length=SEQ,
-    )  # fmt: skip
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    return HUB.build("gpt2")
 
 
 def _bert():
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64,
-        max_sequence_length=SEQ,
-    )  # fmt: skip
-    return keras_hub.models.BertTextClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+    return HUB.build("bert")
 
 
 def _data(kind, n=16):
-    rng = np.random.default_rng(0)
-    x = {
-        "token_ids": rng.integers(1, VOCAB, (n, SEQ)).astype("int32"),
-        "padding_mask": np.ones((n, SEQ), "int32"),
-    }
-    if kind == "bert":
-        x["segment_ids"] = np.zeros((n, SEQ), "int32")
-        return x, rng.integers(0, 3, n)
-    return x, rng.integers(1, VOCAB, (n, SEQ)).astype("int32")
+    return HUB.data(kind, n)
 
 
 _LAYER = {"query", "key", "value", "attention_output"}
@@ -111,7 +97,7 @@ def test_the_tied_gpt2_embedding_is_pruned_once_and_used_twice():
     ]
     assert len(embeddings) == 1 and len(embeddings[0].masks) == 1
     rows = [r for r in pruning.sparsity_summary(pruned).rows if r.weight == "embeddings"]
-    assert len(rows) == 1 and rows[0].shape == (VOCAB, 32)
+    assert len(rows) == 1 and rows[0].shape == (VOCAB, HIDDEN)
 
 
 def test_a_pruned_task_model_checkpoints_through_save_weights(tmp_path):
@@ -133,7 +119,7 @@ def test_a_prunable_layer_subclass_of_a_built_keras_hub_layer_is_copied_once():
         def get_prunable_weights(self):
             return [self._feedforward_intermediate_dense.kernel]
 
-    inp = keras.Input((SEQ, 32))
+    inp = keras.Input((SEQ, HIDDEN))
     model = keras.Model(inp, PrunableDecoder(64, 2, name="decoder")(inp))
     pruned = pruning.prune_low_magnitude(model, pruning.ConstantSparsity(0.5, 0))
     (wrapper,) = pruning.collect_prunable_layers(pruned)
