@@ -219,3 +219,12 @@ def test_copy_weights_writes_masked_kernels_from_a_pruned_model():
     assert pruning.sparsity_summary(plain).sparsity == pytest.approx(
         pruning.sparsity_summary(pruned).sparsity
     )
+
+
+def test_global_ranking_ranks_the_sublayer_kernels_with_the_rest():
+    pruned = pruning.prune_low_magnitude(_model(), _schedule(0.8), global_ranking=True)
+    _train(pruned)
+    summary = pruning.sparsity_summary(pruned)
+    kept = sum(row.nonzeros for row in summary.rows)
+    assert abs(kept - 0.2 * summary.params) <= 1  # one threshold over all five kernels
+    assert len({round(row.sparsity, 3) for row in summary.rows}) > 1  # layers end unevenly
