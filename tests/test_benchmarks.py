@@ -350,3 +350,32 @@ def test_keras_hub_pruning_reports_every_kernel_kind_and_the_round_trip(tmp_path
         assert {"query", "feedforward_output_dense", "token_embedding"} <= set(row["kinds"])
         assert all(abs(k["sparsity"] - 0.5) < 0.02 for k in row["kinds"].values())
     assert json.loads((tmp_path / "hub.json").read_text())["rows"][0]["target"] == 0.5
+
+
+def _block_run(criterion, seed, accuracy, removed_accuracy, model="resnet20", sparsity=0.25):
+    config = {"method": "blocks", "model": model, "sparsity": sparsity, "cka_weight": 0.0}
+    config |= {"block_criterion": criterion, "seed": seed}
+    step = {"removed": ["a"], "val_accuracy_removed": removed_accuracy, "scores": {}}
+    structure = {"flops_removed": 0.35, "block_steps": [step]}
+    return {"config": config, "test_accuracy": accuracy, "structure": structure}
+
+
+def test_block_removal_pairs_criteria_by_seed_with_holm_and_refuses_pooling(tmp_path):
+    shift = {"cka": 0.02, "angular": 0.01, "l1": 0.0, "random": -0.01}
+    runs = [
+        _block_run(c, s, 0.9 + shift[c] + 0.001 * s * (c == "cka"), 0.5 + shift[c])
+        for c in shift
+        for s in range(3)
+    ]
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"runs": runs}))
+    result = load_script("benchmarks/studies", "block_removal").main([str(path)])
+    cka_random, cka_l1 = result["primary"]
+    assert (cka_random["a"], cka_random["b"]) == ("cka", "random")
+    assert cka_random["mean"] == pytest.approx(3.1) and cka_l1["mean"] == pytest.approx(2.1)
+    assert cka_random["p_holm"] >= cka_random["p"]
+    before = result["secondary_before_fine_tuning"][0]
+    assert before["mean"] == pytest.approx(3.0)
+    path.write_text(json.dumps({"runs": runs + [_block_run("cka", 5, 0.9, 0.5, sparsity=0.5)]}))
+    with pytest.raises(SystemExit, match="pooled"):
+        load_script("benchmarks/studies", "block_removal").main([str(path)])
