@@ -6,25 +6,9 @@ import pytest
 
 import keras_cka_sr
 from keras_cka_sr.app import zoo
+from tests.support.models import transformer_encoder
 
 L = keras.layers
-
-
-def _encoder(depth=3, width=16):
-    """A transformer encoder written layer by layer (no composite layer): each block is an
-    attention and a feed-forward residual sub-block, post-LayerNorm."""
-    inp = keras.Input((6, width))
-    h = inp
-    for i in range(depth):
-        attention = L.MultiHeadAttention(2, width // 2, name=f"attention{i}")(h, h)
-        h = L.LayerNormalization(name=f"norm{i}a")(
-            L.Add(name=f"block{i}_attention")([h, attention])
-        )
-        ff = L.Dense(width, name=f"ff{i}_out")(
-            L.Dense(2 * width, activation="relu", name=f"ff{i}_in")(h)
-        )
-        h = L.LayerNormalization(name=f"norm{i}b")(L.Add(name=f"block{i}_ff")([h, ff]))
-    return keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h)))
 
 
 def test_resnet_blocks_are_grouped_by_stage():
@@ -38,7 +22,7 @@ def test_resnet_blocks_are_grouped_by_stage():
 
 
 def test_a_layer_by_layer_transformer_taps_its_residual_sub_blocks():
-    (group,) = keras_cka_sr.block_taps(_encoder())
+    (group,) = keras_cka_sr.block_taps(transformer_encoder())
     assert group == [f"block{i}_{part}" for i in range(3) for part in ("attention", "ff")]
 
 

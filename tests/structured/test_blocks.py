@@ -5,6 +5,7 @@ import pytest
 from keras_cka_sr import structured
 from keras_cka_sr.app import zoo
 from tests.structured.oracle import randomize_batchnorm
+from tests.support.models import transformer_encoder
 
 
 def _x(shape, n=8, seed=0):
@@ -13,6 +14,18 @@ def _x(shape, n=8, seed=0):
 
 def _zoo_blocks(depth=20):
     return [f"stage{s}_block{b}_add" for s in (1, 2, 3) for b in range(1, (depth - 2) // 6 + 1)]
+
+
+def _with_branches_zeroed(model, adds):
+    """The oracle: a copy of `model` whose residual branches closed by `adds` output zeros."""
+    blocks = {b.add: b for b in structured.residual_blocks(model)}
+    zeroed = keras.Model.from_config(model.get_config())
+    zeroed.set_weights(model.get_weights())
+    for add in adds:
+        for name in blocks[add].branch:
+            for variable in zeroed.get_layer(name).trainable_weights:
+                variable.assign(np.zeros(variable.shape, "float32"))
+    return zeroed
 
 
 def test_zoo_resnet20_has_its_identity_blocks_and_not_the_projection_ones():
@@ -32,13 +45,7 @@ def test_removed_blocks_equal_the_original_with_their_branch_zeroed():
     randomize_batchnorm(model)
     remove = ["stage1_block2_add", "stage3_block3_add"]
     smaller = structured.remove_blocks(model, remove)
-    blocks = {b.add: b for b in structured.residual_blocks(model)}
-    zeroed = keras.Model.from_config(model.get_config())
-    zeroed.set_weights(model.get_weights())
-    for add in remove:
-        for name in blocks[add].branch:
-            for variable in zeroed.get_layer(name).trainable_weights:
-                variable.assign(np.zeros(variable.shape, "float32"))
+    zeroed = _with_branches_zeroed(model, remove)
     x = _x((28, 28, 1), n=4)
     got = keras.ops.convert_to_numpy(smaller(x, training=False))
     want = keras.ops.convert_to_numpy(zeroed(x, training=False))
@@ -46,6 +53,24 @@ def test_removed_blocks_equal_the_original_with_their_branch_zeroed():
     assert smaller.count_params() < model.count_params()
     assert structured.count_macs(smaller) < structured.count_macs(model)
     assert not any(layer.name.startswith("stage1_block2_conv") for layer in smaller.layers)
+
+
+def test_transformer_sub_blocks_are_scored_and_removed_as_their_branch_zeroed():
+    model = transformer_encoder()
+    blocks = {b.add: b for b in structured.residual_blocks(model)}
+    assert set(blocks) == {f"block{i}_{part}" for i in range(3) for part in ("attention", "ff")}
+    assert blocks["block1_ff"].branch == ("ff1_in", "ff1_out")
+    x = _x((6, 16), n=16)
+    for criterion in ("cka", "angular", "l1"):
+        scores = structured.block_scores(model, x, criterion)
+        assert set(scores) == set(blocks) and all(np.isfinite(list(scores.values())))
+    remove = ["block0_attention", "block2_ff"]
+    smaller = structured.remove_blocks(model, remove)
+    zeroed = _with_branches_zeroed(model, remove)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(smaller(x)), keras.ops.convert_to_numpy(zeroed(x)), atol=1e-5
+    )
+    assert structured.count_macs(smaller) < structured.count_macs(model)
 
 
 def test_bare_op_residuals_are_blocks_too():

@@ -43,3 +43,20 @@ class RecordPenalty(keras.callbacks.Callback):
         # Through self.model: on JAX that syncs the state into the variables.
         layer = self.model.get_layer("cka_regularization")
         self.values.append(float(ops.convert_to_numpy(layer.last_penalty)))
+
+
+def transformer_encoder(depth=3, width=16, length=6, classes=3):
+    """A transformer encoder written layer by layer (no composite layer), post-LayerNorm: per
+    block an attention and a feed-forward residual sub-block, closed by Adds named
+    `block{i}_attention` and `block{i}_ff`."""
+    layers = keras.layers
+    inp = keras.Input((length, width))
+    h = inp
+    for i in range(depth):
+        attention = layers.MultiHeadAttention(2, width // 2, name=f"attention{i}")(h, h)
+        h = layers.Add(name=f"block{i}_attention")([h, attention])
+        h = layers.LayerNormalization(name=f"norm{i}a")(h)
+        ff = layers.Dense(2 * width, activation="relu", name=f"ff{i}_in")(h)
+        ff = layers.Dense(width, name=f"ff{i}_out")(ff)
+        h = layers.LayerNormalization(name=f"norm{i}b")(layers.Add(name=f"block{i}_ff")([h, ff]))
+    return keras.Model(inp, layers.Dense(classes)(layers.GlobalAveragePooling1D()(h)))
