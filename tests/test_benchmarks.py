@@ -379,3 +379,29 @@ def test_block_removal_pairs_criteria_by_seed_with_holm_and_refuses_pooling(tmp_
     path.write_text(json.dumps({"runs": runs + [_block_run("cka", 5, 0.9, 0.5, sparsity=0.5)]}))
     with pytest.raises(SystemExit, match="pooled"):
         load_script("benchmarks/studies", "block_removal").main([str(path)])
+
+
+def test_block_removability_pairs_beta_arms_with_beta_zero_by_seed(tmp_path):
+    def run(beta, seed, before, after, accuracy):
+        r = _block_run("cka", seed, accuracy, after)
+        r["config"] |= {"cka_weight": beta, "epochs": 4}
+        r["history"] = {"val_accuracy": [0.5, before, 0.9, 0.9]}
+        r["structure"]["block_steps"][0]["scores"] = {"a": 0.9, "b": 0.8}
+        return r
+
+    baseline = [run(0.0, s, 0.9, 0.5, 0.95) for s in range(3)]
+    study = [run(0.1, s, 0.9, 0.6 + 0.01 * s, 0.94) for s in range(3)]
+    study += [run(0.03, s, 0.9, 0.5, 0.95 + 0.001 * s) for s in range(3)]
+    paths = []
+    for name, runs in (("study", study), ("baseline", baseline)):
+        paths.append(str(tmp_path / f"{name}.json"))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"runs": runs}))
+    result = load_script("benchmarks/studies", "block_removability").main(paths)
+    assert result["primary"]["mean"] == pytest.approx(-11.0)  # cost 40 -> 29, 28, 27 points
+    costs = {c["measure"]: c for c in result["secondary"] if c["beta"] == 0.03}
+    assert costs["removal_cost"]["differences"] == pytest.approx([0, 0, 0])
+    assert all("p_holm" in c for c in result["secondary"])
+    baseline[0]["config"]["epochs"] = 6
+    (tmp_path / "baseline.json").write_text(json.dumps({"runs": baseline}))
+    with pytest.raises(SystemExit, match="cannot be paired"):
+        load_script("benchmarks/studies", "block_removability").main(paths)
