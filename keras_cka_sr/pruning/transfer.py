@@ -32,7 +32,7 @@ def copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> kera
         ...     return keras.Model(inp, keras.layers.Dense(3, name="head")(inp))
         >>> pruned = pruning.prune_low_magnitude(build(), pruning.ConstantSparsity(0.5, 0))
         >>> plain = pruning.copy_weights(pruned, build())
-        >>> plain.get_layer("head").kernel.shape
+        >>> tuple(plain.get_layer("head").kernel.shape)
         (8, 3)
     """
     for name, value in (("source", source), ("target", target)):
