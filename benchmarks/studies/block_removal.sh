@@ -33,3 +33,11 @@ for model in resnet20 resnet32; do
     --recipe paper --no-nesterov --lr-schedule cosine --batch-size 64 --epochs 20 \
     --verbose 0 --resume --output benchmarks/results/block_removal_$model.json
 done
+
+# ADDED 2026-12-05 after the ResNet-20 arm, before any ResNet-32 dense run: the issue's goal
+# ("no more than 0.5 points after fine-tuning") needs dense runs of ResNet-32 with the same
+# recipe and seeds (ResNet-20's are in paper_recipe_resnet20.json). Read with
+# `block_removal.py ... --dense benchmarks/results/dense_resnet32.json`: cka minus dense.
+keras-cka-sr train --model resnet32 --method dense --cka-weight 0 --seeds 0 1 2 --lr 0.1 \
+  --recipe paper --no-nesterov --lr-schedule cosine --batch-size 64 --epochs 20 \
+  --verbose 0 --resume --output benchmarks/results/dense_resnet32.json
