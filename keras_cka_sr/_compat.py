@@ -19,6 +19,12 @@ def is_graph_model(model) -> bool:
     return isinstance(model, (Functional, keras.Sequential))
 
 
+def is_plain_graph_model(model) -> bool:
+    """True for a model whose class is `Functional` or `Sequential` itself, not a subclass
+    (a keras_hub task model is a functional subclass)."""
+    return type(model) in (Functional, keras.Sequential)
+
+
 def flatten_layers(layer, include_self=True):
     """Every layer nested in `layer` (sublayers of layers too, depth first).
 

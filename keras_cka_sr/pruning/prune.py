@@ -114,7 +114,7 @@ def prune_low_magnitude(
         if pruning_policy is None:  # a policy may leave every layer dense (tfmot's tests)
             _check_nothing_to_prune(pruned, to_prune)
         set_global_group(pruned)
-        if type(to_prune) not in (keras.Model, keras.Sequential) and not _is_plain(to_prune):
+        if not _compat.is_plain_graph_model(to_prune):
             pruned._keras_cka_sr_origin = _Origin(to_prune)
         return pruned
     if isinstance(to_prune, keras.layers.Layer):
@@ -222,10 +222,6 @@ def _graph_layers(model):
         else:
             layers.append(layer)
     return layers
-
-
-def _is_plain(model):
-    return type(model).__name__ == "Functional" and type(model).__module__.startswith("keras.")
 
 
 class _Origin:
