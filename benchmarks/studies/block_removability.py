@@ -14,10 +14,15 @@ final test accuracy difference of both arms.
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
 
 from keras_cka_sr.app import statistics
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+import _common  # noqa: E402
 
 PRIMARY_BETA = 0.1
 # Fields every paired run must share (the arms differ only in the penalty and the seed).
@@ -124,9 +129,7 @@ def main(argv=None):
                 f"{title}: beta {c['beta']:g} - 0, {what}: {text} points (p {c['p']:.3f}{holm}, "
                 f"MDE {c['mde80']:.2f})"
             )
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    _common.write_json(args.json, result)
     return result
 
 

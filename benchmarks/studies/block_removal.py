@@ -12,10 +12,15 @@ model, cka minus the dense runs of the same seeds and recipe (the issue's cost i
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
 
 from keras_cka_sr.app import statistics
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+import _common  # noqa: E402
 
 PRIMARY = (("cka", "random"), ("cka", "l1"))
 SECONDARY_BEFORE = (("cka", "random"), ("cka", "l1"))
@@ -167,9 +172,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = analyse(args.results, args.dense)
     _print(result)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    _common.write_json(args.json, result)
     return result
 
 

@@ -7,10 +7,15 @@ with its 95% t-interval (the primary comparison of channels_accuracy.sh).
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
 
 from keras_cka_sr.app import statistics
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+import _common  # noqa: E402
 
 
 def paired(dense_path, channels_path, metric="test_accuracy"):
@@ -58,9 +63,7 @@ def main(argv=None):
           f"{np.mean(result['channels_accuracy']):.2f}%, difference {result['mean_difference']:+.2f} "
           f"points [{low:+.2f}, {high:+.2f}]; FLOPs removed {np.mean(result['flops_removed']):.3f}; "
           f"within 1 point: {result['within_one_point']}")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    _common.write_json(args.json, result)
     return result
 
 

@@ -9,8 +9,13 @@ of the given results files, each paired with its own file's beta-0 run of the sa
 
 import argparse
 import json
+import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+import _common  # noqa: E402
 
 
 def points(paths):
@@ -102,9 +107,7 @@ def main(argv=None):
         "bootstrap_resamples_kept": kept,
         "reading": reading,
     }
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=1)
+    _common.write_json(args.json, result)
     return result
 
 
