@@ -208,6 +208,21 @@ def no_autocast():
     return AutocastScope(None)
 
 
+def cast_inputs_as_call_would(layer, structure):
+    """`structure` with its floating Keras tensors cast as `layer.__call__` casts its inputs
+    (to the layer's input dtype, under its `autocast` and the private `_convert_input_args`
+    flag): what `layer.compute_output_spec`, which skips that step, must be given."""
+    if not getattr(layer, "_convert_input_args", True):
+        return structure
+
+    def cast(x):
+        if not keras.backend.is_keras_tensor(x):
+            return x
+        return layer.dtype_policy.convert_input(x, layer.autocast, layer.input_dtype)
+
+    return tree.map_structure(cast, structure)
+
+
 def graph_nodes(model) -> list:
     """A functional model's call nodes in execution order (inputs first), each with
     `operation`, `input_tensors`, `outputs` and `arguments`.

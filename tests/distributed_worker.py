@@ -38,13 +38,29 @@ from keras_cka_sr.models import feature_model  # noqa: E402
 TAPS = ["c1", "c2", "c3"]
 
 
+class Head(keras.layers.Layer):
+    """A composite layer (two Dense sublayers, one node): pruned through its sublayers."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(3, name="out")
+
+    def build(self, input_shape):
+        self.hidden.build(input_shape)
+        self.out.build((*input_shape[:-1], 8))
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
 def small_cnn():
     inp = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c2")(x)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", name="c3")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, keras.layers.Dense(3)(x))
+    return keras.Model(inp, Head(name="head")(x))
 
 
 def data(n):
@@ -100,6 +116,7 @@ def mirrored():
     wrappers = pruning.collect_prunable_layers(model)
     return {
         "replicas": strategy.num_replicas_in_sync,
+        "mask_names": [m.name for w in wrappers for m in w.masks],
         "cka_sr": history["cka_sr"],
         "loss": history["loss"],
         "masks_identical_on_replicas": all(

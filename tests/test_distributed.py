@@ -37,6 +37,7 @@ needs_jax = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution: JAX
 def test_mirrored_strategy_prunes_and_regularizes_per_replica():
     result = run_worker("mirrored")
     assert result["replicas"] == 2
+    assert result["mask_names"][-2:] == ["hidden_kernel_mask", "out_kernel_mask"]  # composite
     assert all(np.isfinite(result["cka_sr"])) and all(np.isfinite(result["loss"]))
     assert result["weights_finite"]
     assert result["masks_identical_on_replicas"]
@@ -55,6 +56,7 @@ def test_data_parallel_equals_a_single_device():
     assert distributed["penalty"] == pytest.approx(single["penalty"], rel=1e-5)
     for key in ("loss", "cka_sr"):
         np.testing.assert_allclose(distributed["history"][key], single["history"][key], rtol=1e-5)
+    assert len(single["masks"]) == len(distributed["masks"]) == 5  # 3 convs, 2 in the composite
     for a, b in zip(single["masks"], distributed["masks"]):
         np.testing.assert_array_equal(np.array(a), np.array(b))
 

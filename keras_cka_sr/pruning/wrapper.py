@@ -357,6 +357,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return self.layer.compute_output_shape(input_shape)
 
     def compute_output_spec(self, inputs, *args, training=None, **kwargs):
+        # This wrapper does not autocast, so its inputs reach here uncast: a composite layer
+        # traced on float32 inputs under mixed_float16 adds float32 to float16.
+        inputs, args, kwargs = _compat.cast_inputs_as_call_would(self.layer, (inputs, args, kwargs))
         return self.layer.compute_output_spec(inputs, *args, **kwargs)
 
     @classmethod
