@@ -119,8 +119,12 @@ def study(name, model, args, workdir):
 
     variants = {"dense": model}
     for fraction in args.fractions:
-        pruned, _ = structured.prune_channels(model, fraction, importance="l1")
-        variants[f"{fraction:g}_flops_removed"] = pruned
+        for round_to in args.round_to:
+            pruned, _ = structured.prune_channels(
+                model, fraction, importance="l1", round_to=round_to
+            )
+            suffix = "" if round_to == 1 else f"_round_to_{round_to}"
+            variants[f"{fraction:g}_flops_removed{suffix}"] = pruned
     if structured.residual_blocks(model):
         for fraction in args.block_fractions:
             variants[f"blocks_{fraction:g}_flops_removed"] = _without_blocks(model, fraction)
@@ -305,7 +309,7 @@ def torch_pruning_child(invokes, warmup, rounds):
 def print_table(result):
     print(f"\n{result['model']}")
     labels = list(result["latency"])
-    print(f"{'variant':<22} {'MACs':>13} {'params':>10} " + " ".join(f"{x:>26}" for x in labels))
+    print(f"{'variant':<30} {'MACs':>13} {'params':>10} " + " ".join(f"{x:>26}" for x in labels))
     for key in result["macs"]:
         cells = " ".join(
             f"{result['latency'][x][key]['ms']:>9.3f} ms ({result['latency'][x][key]['ratio_to_dense']:.2f}x)".rjust(
@@ -313,7 +317,7 @@ def print_table(result):
             )
             for x in labels
         )
-        print(f"{key:<22} {result['macs'][key]:>13,} {result['params'][key]:>10,} {cells}")
+        print(f"{key:<30} {result['macs'][key]:>13,} {result['params'][key]:>10,} {cells}")
 
 
 def main(argv=None):
@@ -324,8 +328,11 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS),
                         help="fractions of FLOPs removed")  # fmt: skip
-    parser.add_argument("--block-fractions", type=float, nargs="+", default=[0.25, 0.5],
-                        help="ResNets: fractions of FLOPs removed as whole blocks")  # fmt: skip
+    parser.add_argument("--round-to", type=int, nargs="+", default=[1],
+                        help="channel variants per fraction: kept counts rounded up to these "
+                        "multiples (1: unrounded)")  # fmt: skip
+    parser.add_argument("--block-fractions", type=float, nargs="*", default=[0.25, 0.5],
+                        help="ResNets: fractions of FLOPs removed as whole blocks (none: skip)")  # fmt: skip
     parser.add_argument("--no-torch-pruning", dest="torch_pruning", action="store_false",
                         help="skip the Torch-Pruning comparison")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse_hidden())

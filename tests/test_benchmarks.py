@@ -311,18 +311,21 @@ def test_cka_vs_sparsity_pairs_with_dense_and_refuses_to_pool_settings(tmp_path,
 )
 def test_structured_inference_times_every_variant_on_every_runtime(tmp_path):
     argv = ["--models", "resnet20_mnist", "--fractions", "0.5", "--block-fractions", "0.25",
-            "--invokes", "1", "--rounds",
+            "--round-to", "1", "8", "--invokes", "1", "--rounds",
             "1", "--warmup", "1", "--no-torch-pruning", "--json", str(tmp_path / "r.json")]  # fmt: skip
     (result,) = load("structured_inference").main(argv)["results"]
     assert set(result["latency"]) == {
         "tflite_xnnpack_1_threads", "tflite_xnnpack_2_threads", "jax_jit_cpu", "torch_eager_cpu"
     }  # fmt: skip
     for runtime in result["latency"].values():
-        assert set(runtime) == {"dense", "0.5_flops_removed", "blocks_0.25_flops_removed"}
+        assert set(runtime) == {"dense", "0.5_flops_removed", "0.5_flops_removed_round_to_8",
+                                "blocks_0.25_flops_removed"}  # fmt: skip
         assert runtime["dense"]["ratio_to_dense"] == 1.0 and runtime["0.5_flops_removed"]["ms"] > 0
     assert abs(result["flops_removed"]["0.5_flops_removed"] - 0.5) < 0.05
     assert result["flops_removed"]["blocks_0.25_flops_removed"] >= 0.25
     assert result["macs"]["0.5_flops_removed"] < result["macs"]["dense"]
+    # counts rounded to multiples of 8 step coarsely: at least the fraction goes, often more
+    assert result["flops_removed"]["0.5_flops_removed_round_to_8"] >= 0.5
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="Torch-Pruning prunes torch models")

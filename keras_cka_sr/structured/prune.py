@@ -286,6 +286,14 @@ def prune_channels(
             f"See the report.",
             stacklevel=2,
         )
+    elif achieved is not None and achieved > fraction + 0.05:
+        warnings.warn(
+            f"prune_channels removed {achieved:.1%} of {target}, more than the {fraction:.1%} "
+            f"asked: kept counts move in steps (multiples of `round_to`={round_to}, whole "
+            "channels of small groups), and the first step that reaches the target goes past "
+            "it. A smaller `round_to` or scope='global' steps finer. See the report.",
+            stacklevel=2,
+        )
     return pruned, report
 
 

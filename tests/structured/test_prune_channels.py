@@ -1,3 +1,5 @@
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -210,6 +212,17 @@ def test_round_to_and_keep():
     assert changes[("c1", "c2")].after == 4
     assert changes[("c3",)].after == 4 and "keep" in changes[("c3",)].kept_reason
     assert changes[("sep",)].after == 4  # 6 - floor(3.6) = 3, rounded up to 4
+
+
+def test_a_target_overshot_by_coarse_steps_warns_with_the_figures():
+    model = zoo.build("resnet20", (28, 28, 1), 10)
+    with pytest.warns(UserWarning, match=r"removed 60\.6% of flops, more than the 50\.0% asked"):
+        _, report = structured.prune_channels(model, 0.5, round_to=8)
+    assert report.flops_removed == pytest.approx(0.606, abs=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _, report = structured.prune_channels(model, 0.5)  # steps of 1 channel: within 0.05
+    assert report.flops_removed == pytest.approx(0.5, abs=0.02)
 
 
 def test_global_scope_prunes_unevenly_by_normalized_scores():
