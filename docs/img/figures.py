@@ -1,6 +1,7 @@
 """Draws the docs' pictures from committed results files, without training:
 `python docs/img/figures.py` (the ResNet-20 study, benchmarks/results/paper_recipe_resnet20.json;
-the dose-response studies, benchmarks/results/dose_response_*.json)."""
+the dose-response studies, benchmarks/results/dose_response_*.json; the block-removal study,
+block_removal_resnet32.json)."""
 
 import pathlib
 
@@ -29,6 +30,7 @@ def main():
         if (RESULTS / f"dose_response_{model}.json").exists():
             runs = _runs(f"dose_response_{model}.json")
             plots.dose_response(runs, HERE / f"dose_response_{model}.png")
+    plots.block_scores(_runs("block_removal_resnet32.json"), HERE / "block_scores_resnet32.png")
 
 
 if __name__ == "__main__":
