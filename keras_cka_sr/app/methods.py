@@ -82,8 +82,9 @@ def _oneshot(config, data, base, train):
 def _channels(config, data, base, train):
     """Channel pruning to a smaller dense model: dense training for half the epochs, then
     `prune_steps` steps, each removing channels (L1 norm; every layer alike, or one global
-    ranking with allocation "global") until `sparsity` x i / prune_steps of the original
-    FLOPs are gone, and fine-tuning the rest of the epochs shared out."""
+    ranking with allocation "global"; kept counts multiples of `channel_round_to`) until
+    `sparsity` x i / prune_steps of the original FLOPs are gone, and fine-tuning the rest of
+    the epochs shared out."""
     from keras_cka_sr import structured
 
     dense_epochs = config.epochs // 2
@@ -96,7 +97,9 @@ def _channels(config, data, base, train):
         goal = (1.0 - config.sparsity * step / config.prune_steps) * original
         fraction = 1.0 - goal / structured.count_macs(model)
         if fraction > 0:
-            model, _ = structured.prune_channels(model, fraction, scope=scope)
+            model, _ = structured.prune_channels(
+                model, fraction, scope=scope, round_to=config.channel_round_to
+            )
         epochs = share + (1 if step <= extra else 0)
         train(model, epochs, initial_epoch=epoch)
         epoch += epochs

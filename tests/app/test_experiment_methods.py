@@ -69,6 +69,19 @@ def test_channels_prunes_in_steps_to_a_smaller_faster_model(digits):
     assert widths[-1] == 10 and max(widths[:-1]) < 300
 
 
+def test_channels_round_kept_counts_to_multiples_of_channel_round_to(digits):
+    with pytest.warns(UserWarning, match="more than the 50.0% asked"):
+        result = experiment.run(config("channels", sparsity=0.5, channel_round_to=64), digits)
+    widths = [layer.units for layer in result.model.layers if hasattr(layer, "units")]
+    assert all(w % 64 == 0 for w in widths[:-1]) and widths[-1] == 10
+    assert result.sparsity == result.structure["flops_removed"] > 0.55
+
+
+def test_channel_round_to_is_refused_for_other_methods():
+    with pytest.raises(ValueError, match="channel_round_to=8 applies to method 'channels' only"):
+        config("gmp", channel_round_to=8)
+
+
 @pytest.mark.parametrize("criterion", ["cka", "random"])
 def test_blocks_removes_residual_blocks_to_its_flops_target(digits, criterion):
     result = experiment.run(
