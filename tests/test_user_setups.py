@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_cka_sr import CKASimilarityLoss, attach_cka_loss, cka, pruning
 from keras_cka_sr._numpy import to_numpy
+from tests.support.pruned import pruning_steps, stored_sparsities
 
 BACKEND = keras.backend.backend()
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -29,14 +30,6 @@ def mlp(width=16):
 def data(n=64, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=(n, 8)).astype("float32"), (np.arange(n) % 3).astype("int32")
-
-
-def stored_sparsities(model):
-    return [float(np.mean(to_numpy(w) == 0)) for w in model.weights if w.path.endswith("kernel")]
-
-
-def pruning_steps(model):
-    return {int(to_numpy(layer.pruning_step)) for layer in pruning.collect_prunable_layers(model)}
 
 
 # --------------------------------------------------------------------- mixed precision

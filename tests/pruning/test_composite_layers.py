@@ -9,6 +9,7 @@ import pytest
 
 from keras_cka_sr import pruning
 from keras_cka_sr.pruning import registry
+from tests.support.pruned import pruning_steps, stored_sparsities
 
 L = keras.layers
 
@@ -230,15 +231,6 @@ def test_global_ranking_ranks_the_sublayer_kernels_with_the_rest():
     assert len({round(row.sparsity, 3) for row in summary.rows}) > 1  # layers end unevenly
 
 
-def _stored_sublayer_sparsities(model):
-    stripped = pruning.strip_pruning(model)
-    return [
-        float(np.mean(keras.ops.convert_to_numpy(w) == 0))
-        for w in stripped.weights
-        if w.path.endswith("kernel")
-    ]
-
-
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_composite_sublayers_are_pruned_under_mixed_precision(policy):
     keras.mixed_precision.set_global_policy(policy)
@@ -246,7 +238,7 @@ def test_composite_sublayers_are_pruned_under_mixed_precision(policy):
     compute_dtype = keras.mixed_precision.global_policy().compute_dtype
     assert pruned.get_layer("prune_low_magnitude_block0").output.dtype == compute_dtype
     _train(pruned)
-    assert _stored_sublayer_sparsities(pruned) == [0.75] * 5
+    assert stored_sparsities(pruning.strip_pruning(pruned)) == [0.75] * 5
 
 
 @pytest.mark.parametrize(
@@ -261,9 +253,5 @@ def test_ragged_last_batches_and_steps_per_execution_step_the_composite_once_per
     x = np.random.default_rng(0).normal(size=(30, 8)).astype("float32")  # batches 8, 8, 8, 6
     pruned.fit(x, np.zeros((30, 3)), batch_size=8, epochs=2, verbose=0,
                callbacks=[pruning.UpdatePruningStep()])  # fmt: skip
-    steps = {
-        int(keras.ops.convert_to_numpy(w.pruning_step))
-        for w in pruning.collect_prunable_layers(pruned)
-    }
-    assert steps == {8}
-    assert _stored_sublayer_sparsities(pruned) == [0.75] * 5
+    assert pruning_steps(pruned) == {8}
+    assert stored_sparsities(pruning.strip_pruning(pruned)) == [0.75] * 5
